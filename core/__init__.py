@@ -1,0 +1,1 @@
+"""Hearsay's domain: audio, catalogue, teachers, student inference, index, search, projection, metrics."""

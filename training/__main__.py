@@ -1,0 +1,29 @@
+"""`python -m training COMMAND --help`: train, evaluate, ...
+
+Each module in COMMANDS exposes `register(subparsers)` adding sub-command(s) with a `func(args) -> int` default.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+COMMANDS: list[str] = [
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description="Hearsay student training and evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
