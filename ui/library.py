@@ -82,7 +82,8 @@ def build(state: AppState) -> None:
                                      allow_custom_value=True)
                 status = gr.Dropdown(label="Review status", choices=[ALL, "uncaptioned", *REVIEW_STATUSES],
                                      value=ALL)
-            table = gr.Dataframe(value=clip_table(state)[0], interactive=False, wrap=True, max_height=420)
+            table = gr.Dataframe(value=clip_table(state)[0], interactive=False, wrap=True, max_height=420,
+                                 column_widths=["7%", "25%", "12%", "7%", "7%", "9%", "23%", "10%"])
             with gr.Row():
                 prev_btn = gr.Button("◀ Previous", size="sm")
                 page = gr.Number(value=1, label="Page", precision=0, minimum=1, scale=0)
@@ -90,7 +91,8 @@ def build(state: AppState) -> None:
                 page_info = gr.Markdown(clip_table(state)[1])
     with gr.Row():
         with gr.Column():
-            selected = gr.Number(label="Selected clip", precision=0, interactive=True)
+            selected = gr.Number(label="Selected clip (click a row, or type an id)", precision=0, value=None,
+                                 interactive=True)
             player = gr.Audio(label="Clip", type="filepath", interactive=False)
             spectrogram = gr.Image(label="Spectrogram", type="filepath", interactive=False)
         with gr.Column():
