@@ -1,0 +1,119 @@
+"""Workspace health: find what is broken and repair what is safe to repair.
+
+Checks: SQLite integrity and foreign keys; recordings whose audio file is missing;
+audio files no recording points at; half-written temp files; registered models whose
+files are gone; runs marked running whose process is dead; catalogue vs Chroma counts.
+Repairs never delete user data: orphan audio is moved to `lost+found/`, not removed.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.workspace import Workspace
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    detail: str
+    repaired: str = ""
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return all(f.ok or f.repaired for f in self.findings)
+
+    def add(self, check: str, ok: bool, detail: str, repaired: str = "") -> Finding:
+        finding = Finding(check, ok, detail, repaired)
+        self.findings.append(finding)
+        return finding
+
+    def text(self) -> str:
+        lines = []
+        for f in self.findings:
+            mark = "ok " if f.ok else ("fixed" if f.repaired else "BAD")
+            lines.append(f"[{mark:5}] {f.check}: {f.detail}" + (f" → {f.repaired}" if f.repaired else ""))
+        return "\n".join(lines)
+
+
+def _referenced_audio(ws: Workspace) -> set[Path]:
+    return {ws.audio_path(r.sha256) for r in ws.catalog.recordings()}
+
+
+def doctor(ws: Workspace, repair: bool = False, check_index: bool = True) -> DoctorReport:
+    report = DoctorReport()
+    cat = ws.catalog
+
+    problems = cat.integrity_problems()
+    report.add("sqlite", not problems, "integrity and foreign keys ok" if not problems else "; ".join(problems[:5]))
+
+    missing = [r for r in cat.recordings() if not ws.audio_path(r.sha256).exists()]
+    report.add("audio files", not missing,
+               f"{len(missing)} recording(s) have no audio file: " + ", ".join(r.original_name for r in missing[:5])
+               if missing else "every recording has its audio file")
+
+    referenced = _referenced_audio(ws)
+    stored = [p for p in ws.audio_dir.rglob("*.flac") if ".tmp." not in p.name]
+    orphans = [p for p in stored if p not in referenced]
+    finding = report.add("orphan audio", not orphans,
+                         f"{len(orphans)} audio file(s) no recording points at" if orphans else "none")
+    if orphans and repair:
+        lost = ws.root / "lost+found"
+        lost.mkdir(exist_ok=True)
+        for p in orphans:
+            shutil.move(str(p), lost / p.name)
+        finding.repaired = f"moved to {lost}"
+
+    temps = [p for p in ws.root.rglob("*.tmp.*") if p.is_file()]
+    finding = report.add("temp files", not temps, f"{len(temps)} half-written temp file(s)" if temps else "none")
+    if temps and repair:
+        for p in temps:
+            p.unlink(missing_ok=True)
+        finding.repaired = "deleted"
+
+    broken_models = [m for m in cat.models()
+                     if not (Path(m.path) / "config.json").exists() or not any(Path(m.path).glob("*.safetensors"))]
+    finding = report.add("model files", not broken_models,
+                         f"{len(broken_models)} registered model(s) missing files: "
+                         + ", ".join(m.id for m in broken_models) if broken_models else "all present")
+    active = cat.active_model()
+    if repair and active is not None and active in broken_models:
+        cat.clear_active_model()
+        finding.repaired = f"active model {active.id} was broken; search falls back to the shipped student"
+
+    from training.jobs import pid_alive
+    stale = [r for r in cat.runs() if r.status == "running" and not pid_alive(r.pid)]
+    finding = report.add("training runs", not stale,
+                         f"{len(stale)} run(s) marked running but their process is gone" if stale else "none stuck")
+    if stale and repair:
+        for r in stale:
+            cat.update_run(r.id, status="failed", error="process vanished (marked by doctor)")
+        finding.repaired = "marked failed; their last checkpoints stay usable with --resume"
+
+    if check_index:
+        _check_index(ws, report, repair)
+    return report
+
+
+def _check_index(ws: Workspace, report: DoctorReport, repair: bool) -> None:
+    try:
+        from core import index
+        embedder = index.resolve_embedder(ws, "active")
+        col = index.open_collection(ws, embedder)
+    except Exception as exc:  # noqa: BLE001 - a missing model or server is a finding, not a crash
+        report.add("vector index", False, f"cannot open the active model's collection ({exc})")
+        return
+    clips, vectors = ws.catalog.stats().clips, col.count()
+    current = index.is_current(ws, embedder)
+    finding = report.add("vector index", current,
+                         f"{vectors} vectors for {clips} clips in {col.name}" + ("" if current else " (out of date)"))
+    if not current and repair:
+        result = index.sync(ws, embedder)
+        finding.repaired = f"re-synced: {result.summary()}"

@@ -1,0 +1,218 @@
+"""Map tab: the embedding space as a UMAP scatter you can colour, listen to and send back to review.
+
+Every event calls one function of core.projection; this module only wires them to widgets.
+The plot has no click events in Gradio, so the visible points are also listed in a table:
+selecting a row plays that clip.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from core import projection
+from ui.state import AppState
+
+METRICS = ["cosine", "euclidean", "correlation", "manhattan"]
+TABLE_LIMIT = 500
+
+
+def _model_choices(state: AppState) -> list[str]:
+    return projection.model_choices(state.ws)
+
+
+def build(state: AppState) -> None:
+    ws = state.ws
+    defaults = projection.ProjectionParams()
+    gr.Markdown("Each dot is a clip, placed by the model's audio embedding (UMAP). Colour it, pick a row below "
+                "to listen, and send clips whose caption sits far from their sound (outliers) back to review.")
+    current = gr.State(None)          # the drawn projection.MapData of this session
+    with gr.Row():
+        model = gr.Dropdown(_model_choices(state), value="active", label="Model", allow_custom_value=True, scale=2)
+        # empty until drawn: the first map picks the best field (label when the clips have one);
+        # metadata columns join the choices then
+        color = gr.Dropdown(list(projection.BUILTIN_FIELDS), value=None, label="Colour by", scale=2,
+                            allow_custom_value=True)
+        dims = gr.Radio([("2D", 2), ("3D", 3)], value=2, label="Dimensions", scale=1)
+        include_text = gr.Checkbox(False, label="Show caption points (text embeddings)", scale=1)
+        highlight = gr.Checkbox(True, label="Highlight caption outliers", scale=1)
+    with gr.Accordion("UMAP and outlier settings", open=False):
+        with gr.Row():
+            n_neighbors = gr.Slider(2, 100, value=defaults.n_neighbors, step=1, label="n_neighbors")
+            min_dist = gr.Slider(0.0, 1.0, value=defaults.min_dist, step=0.01, label="min_dist")
+            metric = gr.Dropdown(METRICS, value=defaults.metric, label="metric")
+            seed = gr.Number(defaults.seed, precision=0, label="seed (empty: faster, not reproducible)")
+            max_points = gr.Number(defaults.max_points, precision=0, label="max points (above: random sample)")
+            outlier_z = gr.Slider(1.0, 6.0, value=2.5, step=0.1, label="outlier threshold (robust z)")
+    with gr.Row():
+        draw_btn = gr.Button("Draw map", variant="primary")
+        stop_btn = gr.Button("Stop", variant="stop")
+    note = gr.Markdown()
+    plot = gr.Plot(label="Embedding map")
+    with gr.Row():
+        query = gr.Textbox(label="Filter the list (caption, tags, file, colour value)", scale=3)
+        outliers_only = gr.Checkbox(False, label="Outliers only", scale=1)
+    table = gr.Dataframe(label="Visible points — select a row to listen", interactive=False, wrap=True,
+                         max_height=360,
+                         column_widths=["60px", "130px", "34%", "18%", "80px", "80px", "70px", "16%"])
+    with gr.Row():
+        clip_id = gr.Number(None, precision=0, label="Clip id (Enter to play)", scale=1)
+        player = gr.Audio(label="Clip", type="filepath", interactive=False, scale=3)
+    clip_info = gr.Markdown()
+    with gr.Row():
+        send_one = gr.Button("Send this clip to review")
+        send_outliers = gr.Button("Send all outliers to review")
+    sent_note = gr.Markdown()
+    with gr.Accordion("Before / after: two models on the same clips", open=False):
+        with gr.Row():
+            model_a = gr.Dropdown(_model_choices(state), value="active", label="Before", allow_custom_value=True)
+            model_b = gr.Dropdown(_model_choices(state), value="active", label="After", allow_custom_value=True)
+            compare_btn = gr.Button("Compare", variant="primary")
+        compare_note = gr.Markdown()
+        compare_plot = gr.Plot(label="Before / after")
+
+    params_inputs = [dims, include_text, n_neighbors, min_dist, metric, seed, max_points]
+
+    def make_params(dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_):
+        return projection.ProjectionParams(
+            dims=int(dims_), include_text=bool(include_text_), n_neighbors=int(n_neighbors_),
+            min_dist=float(min_dist_), metric=metric_ or "cosine",
+            seed=None if seed_ in (None, "") else int(seed_),
+            max_points=int(max_points_ or projection.DEFAULT_MAX_POINTS))
+
+    def draw(model_, color_, highlight_, z_, *param_values, progress=gr.Progress()):
+        params = make_params(*param_values)
+        try:
+            data = projection.build_map(ws, model_ or "active", params, outlier_z=float(z_),
+                                        progress=lambda f, m: progress(f, desc=m))
+        except (ValueError, KeyError, ModuleNotFoundError) as exc:
+            raise gr.Error(str(exc)) from exc
+        chosen = color_ if color_ in data.fields else data.default_color()
+        return (data, projection.figure(data, chosen, highlight_outliers=highlight_),
+                f"**{data.note}**", gr.update(choices=data.fields, value=chosen),
+                projection.points_table(data, chosen, limit=TABLE_LIMIT))
+
+    def recolor(data, color_, highlight_, query_, outliers_only_):
+        if data is None or not color_:
+            return gr.skip(), gr.skip()
+        try:
+            return (projection.figure(data, color_, highlight_outliers=highlight_),
+                    projection.points_table(data, color_, query_, outliers_only_, TABLE_LIMIT))
+        except KeyError as exc:
+            raise gr.Error(str(exc).strip("'\"")) from exc
+
+    def filter_points(data, color_, query_, outliers_only_):
+        if data is None or not color_:
+            return gr.skip()
+        try:
+            return projection.points_table(data, color_, query_, outliers_only_, TABLE_LIMIT)
+        except KeyError as exc:
+            raise gr.Error(str(exc).strip("'\"")) from exc
+
+    def play(data, clip_id_):
+        if not clip_id_:
+            return None, ""
+        cid = int(clip_id_)
+        try:
+            path = str(ws.clip_wav_path(cid))
+        except KeyError as exc:
+            raise gr.Error(f"No clip {cid}") from exc
+        return path, _describe(data, cid)
+
+    def select_row(data, evt: gr.SelectData):
+        row = evt.row_value or []
+        if not row:
+            return gr.skip(), gr.skip(), gr.skip()
+        cid = int(row[0])
+        path, info = play(data, cid)
+        return cid, path, info
+
+    def send_clip(data, clip_id_, color_, query_, outliers_only_, request: gr.Request):
+        if not clip_id_:
+            raise gr.Error("Pick a clip first (select a row, or type its id).")
+        report = projection.send_to_review(ws, [int(clip_id_)], annotator=_user(request),
+                                           reason="map: sent back to review")
+        if report.missing:
+            raise gr.Error(f"No clip {int(clip_id_)}")
+        return _after_send(data, report, color_, query_, outliers_only_)
+
+    def send_all_outliers(data, color_, query_, outliers_only_, request: gr.Request):
+        if data is None:
+            raise gr.Error("Draw the map first.")
+        ids = data.points.loc[data.points["outlier"], "clip_id"].astype(int).tolist()
+        report = projection.send_to_review(ws, ids, annotator=_user(request),
+                                           reason="map: caption far from its audio (outlier)")
+        return _after_send(data, report, color_, query_, outliers_only_)
+
+    def _after_send(data, report, color_, query_, outliers_only_):
+        if data is not None:   # keep the table honest without redrawing the map
+            changed = data.points["clip_id"].isin(report.sent)
+            data.points.loc[changed, "status"] = "pending"
+            table_value = projection.points_table(data, color_, query_, outliers_only_, TABLE_LIMIT)
+        else:
+            table_value = gr.skip()
+        return data, f"**{report.summary()}**", table_value
+
+    def compare(model_a_, model_b_, color_, highlight_, z_, *param_values, progress=gr.Progress()):
+        params = make_params(*param_values)
+        try:
+            a, b = projection.compare_maps(ws, model_a_ or "active", model_b_ or "active", params,
+                                           outlier_z=float(z_), progress=lambda f, m: progress(f, desc=m))
+            fig = projection.compare_figure(a, b, color_ if color_ in a.fields else a.default_color(),
+                                            highlight_outliers=highlight_)
+        except (ValueError, KeyError, ModuleNotFoundError) as exc:
+            raise gr.Error(str(exc)) from exc
+        return fig, f"**Before** {a.note}  \n**After** {b.note}"
+
+    def refresh_models(model_, a_, b_):
+        choices = _model_choices(state)
+        return (gr.update(choices=choices, value=model_), gr.update(choices=choices, value=a_),
+                gr.update(choices=choices, value=b_))
+
+    draw_event = draw_btn.click(draw, [model, color, highlight, outlier_z, *params_inputs],
+                                [current, plot, note, color, table], api_name="map_draw")
+    stop_btn.click(None, None, None, cancels=[draw_event], api_name="map_stop")
+    gr.on([color.input, highlight.input], recolor, [current, color, highlight, query, outliers_only],
+          [plot, table], api_name="map_recolor")
+    gr.on([query.submit, outliers_only.input], filter_points, [current, color, query, outliers_only], [table],
+          api_name="map_filter")
+    table.select(select_row, [current], [clip_id, player, clip_info], api_name="map_select_row")
+    clip_id.submit(play, [current, clip_id], [player, clip_info], api_name="map_play")
+    send_one.click(send_clip, [current, clip_id, color, query, outliers_only], [current, sent_note, table],
+                   api_name="map_send_to_review")
+    send_outliers.click(send_all_outliers, [current, color, query, outliers_only], [current, sent_note, table],
+                        api_name="map_send_outliers")
+    compare_btn.click(compare, [model_a, model_b, color, highlight, outlier_z, *params_inputs],
+                      [compare_plot, compare_note], api_name="map_compare")
+
+    # First visit to the tab draws the active model's map (cached after the first time).
+    tab = gr.context.get_render_context()
+    if isinstance(tab, gr.Tab):
+        def on_open(data, model_, color_, highlight_, z_, a_, b_, *param_values, progress=gr.Progress()):
+            updates = refresh_models(model_, a_, b_)
+            if data is not None:
+                return (gr.skip(),) * 5 + updates
+            try:
+                return draw(model_, color_, highlight_, z_, *param_values, progress=progress) + updates
+            except gr.Error as exc:   # e.g. nothing embedded yet: say so instead of a red toast
+                return (None, None, f"*{exc.message}*", gr.skip(), gr.skip()) + updates
+
+        tab.select(on_open, [current, model, color, highlight, outlier_z, model_a, model_b, *params_inputs],
+                   [current, plot, note, color, table, model, model_a, model_b], api_name="map_open")
+
+
+def _describe(data, clip_id: int) -> str:
+    if data is None:
+        return f"clip {clip_id}"
+    row = data.points[data.points["clip_id"] == clip_id]
+    if row.empty:
+        return f"clip {clip_id} (not on the map)"
+    r = row.iloc[0]
+    distance = "" if pd.isna(r["caption_distance"]) else f" · caption distance {r['caption_distance']:.3f}"
+    flag = " · **outlier**" if r["outlier"] else ""
+    return (f"**{r['caption'] or 'no caption'}**  \n{r['tags'] or 'no tags'} · status {r['status']} · "
+            f"{r['name']} {r['start']:.1f}–{r['end']:.1f} s{distance}{flag}")
+
+
+def _user(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None) or None
+
