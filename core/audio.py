@@ -123,15 +123,17 @@ def windows(duration: float, length: float = 10.0, overlap: float = 1.0) -> list
 
 
 def spectrogram_png(wave: np.ndarray, path: Path, sr: int = SAMPLE_RATE) -> Path:
-    """A log-mel spectrogram picture for the UI (matplotlib comes with librosa's extras)."""
+    """A log-mel spectrogram picture for the UI.
+
+    Uses matplotlib's object API (no pyplot state), so tabs may draw from several threads at once.
+    """
     import librosa
     import librosa.display
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     mel = librosa.feature.melspectrogram(y=wave, sr=sr, n_fft=512, hop_length=160, n_mels=64, fmax=8000)
-    fig, ax = plt.subplots(figsize=(8, 2.4), dpi=100)
+    fig = Figure(figsize=(8, 2.4), dpi=100)
+    ax = fig.add_subplot()
     librosa.display.specshow(librosa.power_to_db(mel, ref=np.max), sr=sr, hop_length=160,
                              x_axis="time", y_axis="mel", fmax=8000, ax=ax, cmap="magma")
     ax.set_xlabel("seconds")
@@ -139,6 +141,5 @@ def spectrogram_png(wave: np.ndarray, path: Path, sr: int = SAMPLE_RATE) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.png")
     fig.savefig(tmp, format="png")
-    plt.close(fig)
     tmp.replace(path)
     return path

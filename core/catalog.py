@@ -807,3 +807,15 @@ class Catalog:
                 " LEFT JOIN reviews rv ON rv.clip_id=c.id GROUP BY 1").fetchall())
         reviewed = sum(n for s, n in by_status.items() if s != "pending")
         return Stats(recs, clips, secs / 3600.0, captioned, reviewed, by_status)
+
+    # -- health (used by `python -m core doctor`) ----------------------------------------------
+    def integrity_problems(self) -> list[str]:
+        """Empty when SQLite's integrity check and the foreign-key check both pass."""
+        with self._connect() as db:
+            problems = [r[0] for r in db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            problems += [f"{r[0]} row {r[1]} points at a missing {r[2]}" for r in db.execute("PRAGMA foreign_key_check")]
+        return problems
+
+    def clear_active_model(self) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE models SET active = 0")
