@@ -1,0 +1,127 @@
+"""CLI: `python -m training evaluate --model MODEL --data FOLDER [--json] [--templates T ...]`.
+
+With --json the last line on stdout is exactly one JSON object (training.evaluate.SUMMARY_KEYS);
+progress goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+import numpy as np
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="zero-shot accuracy and retrieval R@k of a model on a labelled folder",
+        description="Evaluate a model on a labelled folder: audio files plus meta.csv with filename and "
+                    "label and/or caption (audio under audio/ or beside the csv). Prints zero-shot accuracy, "
+                    "text→audio and audio→text R@1/5/10 and mAP@10.")
+    p.add_argument("--model", required=True,
+                   help="'shipped', 'teacher' (embedded-teacher captions + MiniLM), 'clap' (local weights only), "
+                        "a workspace model id, a model folder, or package.module:factory")
+    p.add_argument("--data", required=True,
+                   help="labelled folder, or 'workspace' for the workspace's clips whose import meta has a label")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the headline numbers")
+    p.add_argument("--templates", nargs="+", metavar="TEMPLATE",
+                   help="zero-shot prompt templates with {label}, averaged (default: 'the sound of {label}')")
+    p.add_argument("--workspace", default=argparse.SUPPRESS, help="workspace folder (for model ids and --save)")
+    p.add_argument("--save", action="store_true", help="store the result in the workspace's evaluation history")
+    p.add_argument("--limit", type=int, help="evaluate N clips spread evenly over the set (a quick look)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="cpu | cuda | mps (default: the model's own choice)")
+    p.add_argument("--details", metavar="FILE", help="also write the full report (per-class, confusion) as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _workspace(args, needed: bool):
+    """An explicit --workspace / $HEARSAY_WORKSPACE, else the default one only if it already exists."""
+    from core.settings import load_settings
+    from core.workspace import Workspace
+    root = getattr(args, "workspace", None)
+    settings = load_settings()
+    if root or needed or settings.workspace.expanduser().is_dir():
+        return Workspace(root or settings.workspace, settings)
+    return None
+
+
+def cmd_evaluate(args) -> int:
+    try:
+        return _evaluate(args)
+    except (OSError, ValueError, RuntimeError) as exc:   # bad folder, unknown model, weights not on disk
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from training import evaluate as ev
+
+    ws = _workspace(args, needed=args.save or args.data == "workspace")
+    data = ev.load_data(args.data, ws)
+    if args.limit and args.limit < len(data.items):
+        keep = np.unique(np.linspace(0, len(data.items) - 1, args.limit).round().astype(int))
+        data.items = [data.items[i] for i in keep]
+    for name in data.missing:
+        print(f"missing: {name} is in meta.csv but not in the folder", file=sys.stderr)
+
+    model = ev.resolve_model(args.model, ws, args.device)
+    bar = tqdm(total=len(data.items), unit="clip", file=sys.stderr, disable=None)
+
+    def progress(done: int, total: int, name: str) -> None:
+        bar.n = done
+        bar.set_postfix_str(name[-30:])
+        bar.refresh()
+
+    cancel = threading.Event()
+    try:
+        result = ev.evaluate(model, data, name=args.model, templates=args.templates or ev.DEFAULT_TEMPLATES,
+                             batch_size=args.batch_size, progress=progress, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    for line in result.failed:
+        print(f"unreadable: {line}", file=sys.stderr)
+    if args.save:
+        ev.record(ws, result)
+    if args.details:
+        with open(args.details, "w", encoding="utf-8") as fh:
+            json.dump(result.to_dict(), fh, indent=1, ensure_ascii=False)
+    if args.json:
+        print(json.dumps(result.summary(), ensure_ascii=False))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:5.1f} %"
+
+
+def format_report(result) -> str:
+    lines = [f"model {result.model} ({result.model_id})", f"data  {result.data}  [{result.fingerprint}]",
+             f"clips {result.clips}  queries: {result.queries}  templates: {result.templates}", ""]
+    lines.append(f"zero-shot accuracy  {_pct(result.zero_shot_acc)}")
+    for direction in ("t2a", "a2t"):
+        lines.append(f"{direction} R@1/5/10      " + "  ".join(_pct(getattr(result, f"{direction}_r{k}"))
+                                                              for k in (1, 5, 10)))
+    lines.append(f"mAP@10 (t2a)        {_pct(result.map10)}")
+    if result.per_class_acc:
+        lines += ["", "per-class accuracy (worst first):"]
+        worst = sorted(result.per_class_acc.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0, kv[0]))
+        lines += [f"  {_pct(acc)}  {label}" for label, acc in worst]
+    if result.failed or result.missing:
+        lines.append(f"\n{len(result.failed)} unreadable, {len(result.missing)} missing from the folder")
+    lines.append(f"\n{result.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.__main__ import main as training_main
+    return training_main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
