@@ -1,0 +1,156 @@
+"""Captions tab: caption clips with a teacher, watch progress, cancel, browse captions beside a player,
+re-caption one clip with another teacher or prompt, and see every version a clip has had."""
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from core.captioning import (CAPTION_COLUMNS, VERSION_COLUMNS, caption_rows, caption_selection, caption_versions,
+                             failure_rows)
+from core.catalog import ClipQuery
+from core.teachers import default_prompt, teacher_names
+from ui.state import AppState
+
+PAGE_SIZE = 25
+ALL = "(all)"
+SELECTIONS = {"clips without a caption from this teacher": "uncaptioned",
+              "all clips (cached ones cost nothing)": "all",
+              "clips matching the filter below": "filter"}
+FAILURE_COLUMNS = ["clip", "teacher", "error", "when"]
+
+# One cancel flag per browser session: a running batch checks it between batches.
+_cancel_flags: dict[str, threading.Event] = {}
+
+
+def cancel_flag(request: gr.Request | None) -> threading.Event:
+    key = getattr(request, "session_hash", None) or "cli"
+    return _cancel_flags.setdefault(key, threading.Event())
+
+
+def _query(text: str, source: str, page: int = 1) -> ClipQuery:
+    return ClipQuery(text=text or "", source=None if source in (None, "", ALL) else source,
+                     limit=PAGE_SIZE, offset=(max(1, int(page or 1)) - 1) * PAGE_SIZE)
+
+
+def table(state: AppState, text: str = "", source: str = ALL, page: int = 1) -> tuple[pd.DataFrame, str]:
+    rows, total = caption_rows(state.ws, _query(text, source, page))
+    pages = max(1, -(-total // PAGE_SIZE))
+    return pd.DataFrame(rows, columns=CAPTION_COLUMNS), f"page {min(int(page or 1), pages)} of {pages} · {total} clips"
+
+
+def failures(state: AppState) -> pd.DataFrame:
+    return pd.DataFrame(failure_rows(state.ws, 50), columns=FAILURE_COLUMNS)
+
+
+def build(state: AppState) -> None:
+    gr.Markdown("Captions come from a **teacher**: `embedded` runs offline on a CPU (sound events + speech + "
+                "acoustic descriptors); `transformers` runs an audio LLM such as Qwen2-Audio on a GPU; "
+                "`openai-compatible` calls a chat-completions endpoint (key from the environment). "
+                "Captions are cached by clip, teacher and prompt, and every version is kept.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            teacher = gr.Dropdown(teacher_names(), value=state.settings.teacher, label="Teacher")
+            prompt = gr.Textbox(label="Prompt (LLM teachers)", lines=3,
+                                value=state.settings.teacher_prompt or default_prompt(state.settings.teacher,
+                                                                                      state.settings),
+                                placeholder="the embedded teacher needs no prompt")
+            selection = gr.Radio(list(SELECTIONS), value=next(iter(SELECTIONS)), label="Which clips")
+            limit = gr.Number(value=0, precision=0, minimum=0, label="At most this many clips (0: no limit)")
+            force = gr.Checkbox(label="Re-caption even where a cached caption exists (adds a version)")
+            with gr.Row():
+                run_btn = gr.Button("Caption", variant="primary")
+                cancel_btn = gr.Button("Cancel")
+            status = gr.Markdown()
+            fail_table = gr.Dataframe(value=failures(state), headers=FAILURE_COLUMNS, label="Recent failures",
+                                      interactive=False, wrap=True, max_height=200)
+        with gr.Column(scale=2):
+            with gr.Row():
+                text = gr.Textbox(label="Filter", placeholder="file name or caption contains…", scale=2)
+                source = gr.Dropdown([ALL] + state.ws.catalog.sources(), value=ALL, label="Source",
+                                     allow_custom_value=True)
+            frame, info = table(state)
+            captions = gr.Dataframe(value=frame, interactive=False, wrap=True, max_height=420,
+                                    column_widths=["6%", "20%", "6%", "6%", "40%", "10%", "7%", "5%"])
+            with gr.Row():
+                page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=0)
+                page_info = gr.Markdown(info)
+                refresh_btn = gr.Button("Refresh", size="sm")
+    with gr.Row():
+        with gr.Column(scale=1):
+            selected = gr.Number(label="Selected clip (click a row, or type an id)", precision=0, value=None)
+            player = gr.Audio(label="Clip", type="filepath", interactive=False)
+            recaption_btn = gr.Button("Re-caption this clip with the teacher and prompt above")
+        with gr.Column(scale=2):
+            versions = gr.Dataframe(headers=VERSION_COLUMNS, label="Every caption of this clip, newest first",
+                                    interactive=False, wrap=True, max_height=300)
+
+    filters = [text, source, page]
+
+    def prompt_for(name):
+        return default_prompt(name, state.settings)
+
+    def run(name, prompt_text, chosen, text_v, source_v, limit_v, force_v, request: gr.Request,
+            progress=gr.Progress()):
+        flag = cancel_flag(request)
+        flag.clear()
+        query = _query(text_v, source_v)
+        query.limit = 10 ** 9
+        report = caption_selection(
+            state.ws, name, prompt=_prompt_arg(name, prompt_text), selection=SELECTIONS.get(chosen, "uncaptioned"),
+            query=query, limit=int(limit_v or 0) or None, force=bool(force_v), cancel=flag,
+            progress=lambda done, total, msg: progress((done, max(total, 1)), desc=msg))
+        frame_v, info_v = table(state, text_v, source_v, 1)
+        return f"**{report.summary()}**", failures(state), frame_v, info_v, 1
+
+    def cancel(request: gr.Request):
+        cancel_flag(request).set()
+        return "Cancelling after the current batch… run again to continue where it stopped."
+
+    def refresh(text_v, source_v, page_v):
+        return table(state, text_v, source_v, page_v)
+
+    def on_select(frame_v: pd.DataFrame, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return int(frame_v.iloc[row]["clip"])
+
+    def show(clip_id):
+        if clip_id is None:
+            return None, pd.DataFrame(columns=VERSION_COLUMNS)
+        try:
+            wav = str(state.ws.clip_wav_path(int(clip_id)))
+        except KeyError:
+            raise gr.Error(f"No clip {int(clip_id)}.")
+        return wav, pd.DataFrame(caption_versions(state.ws, int(clip_id)), columns=VERSION_COLUMNS)
+
+    def recaption(clip_id, name, prompt_text, text_v, source_v, page_v):
+        if clip_id is None:
+            raise gr.Error("Select a clip first.")
+        report = caption_selection(state.ws, name, prompt=_prompt_arg(name, prompt_text),
+                                   selection=[int(clip_id)], force=True)
+        if report.failures:
+            gr.Warning(f"Clip {int(clip_id)} failed: {report.failures[0][1]}")
+        frame_v, info_v = table(state, text_v, source_v, page_v)
+        return (pd.DataFrame(caption_versions(state.ws, int(clip_id)), columns=VERSION_COLUMNS), frame_v, info_v,
+                failures(state))
+
+    teacher.change(prompt_for, [teacher], [prompt], api_name="captions_default_prompt")
+    run_btn.click(run, [teacher, prompt, selection, text, source, limit, force],
+                  [status, fail_table, captions, page_info, page], api_name="captions_run", concurrency_limit=1)
+    cancel_btn.click(cancel, None, [status], api_name="captions_cancel", queue=False)
+    for comp in (text, source):
+        comp.change(lambda *v: (1, *refresh(v[0], v[1], 1)), filters, [page, captions, page_info], api_name=False)
+    page.submit(refresh, filters, [captions, page_info], api_name="captions_table")
+    refresh_btn.click(lambda *v: (*refresh(*v), failures(state)), filters, [captions, page_info, fail_table],
+                      api_name="captions_refresh")
+    captions.select(on_select, [captions], [selected], api_name=False)
+    selected.change(show, [selected], [player, versions], api_name="captions_clip")
+    recaption_btn.click(recaption, [selected, teacher, prompt, *filters], [versions, captions, page_info, fail_table],
+                        api_name="captions_recaption", concurrency_limit=1)
+
+
+def _prompt_arg(name: str, prompt_text: str | None) -> str | None:
+    """None means the backend's default prompt (also for the embedded teacher, which has none)."""
+    text = (prompt_text or "").strip()
+    return text if text and name != "embedded" else None
