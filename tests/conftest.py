@@ -73,3 +73,26 @@ def app_factory():
     yield start
     for demo in launched:
         demo.close()
+
+
+@pytest.fixture
+def auth_app_factory():
+    """Like app_factory, with access control: `url = auth_app_factory(state, policy)` launches the app
+    the way app.py does for that policy (Gradio sign-in, or visitor mode with /login)."""
+    launched = []
+
+    def start(state, policy) -> str:
+        from app import build_app, head_html
+        from ui import guard
+        demo = build_app(state, policy)
+        demo.queue()
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                    head=head_html(), allowed_paths=guard.served_paths(state.ws), **guard.launch_options(demo, policy))
+        guard.after_launch(demo, policy)
+        launched.append(demo)
+        return f"http://127.0.0.1:{port}/"
+
+    yield start
+    for demo in launched:
+        demo.close()

@@ -1,0 +1,264 @@
+"""Who may do what: users, roles and the permission table for every UI/API event.
+
+Users come from the environment (`HEARSAY_USERS="alice:secret:admin,bob:pbkdf2_sha256$…:annotator"`)
+or from `hearsay.toml` (`users = ["alice:…:admin"]`, or a `[users.alice]` table with `password` and
+`role`); the environment wins. Passwords live only there, never in the workspace; a password may be
+a hash from `python -m core hash-password`. Roles, weakest first:
+
+- visitor:   read only: search, the map, evaluation on the workspace's own data, library browse/play.
+- annotator: also review, caption, import and export.
+- admin:     everything: training, deleting, activating models, bulk actions, settings, server paths.
+
+Who is who:
+- no users and no visitor mode: everyone is admin (one person on their own machine);
+- `HEARSAY_VISITOR_MODE=1` (the public demo; the default on Hugging Face Spaces, where `SPACE_ID`
+  is set): anonymous people are visitors, and the configured users sign in as annotators or admins;
+- users without visitor mode: everyone must sign in.
+
+The permission table is default-deny: an event this module does not name needs admin, so a new
+write endpoint is never open by accident (tests/test_access.py lists any event left unnamed).
+Nothing here imports Gradio; ui/guard.py applies the table to the Blocks app.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Mapping
+
+VISITOR, ANNOTATOR, ADMIN = "visitor", "annotator", "admin"
+ROLES = (VISITOR, ANNOTATOR, ADMIN)                 # weakest first
+ANONYMOUS = "~visitor"                              # the name an anonymous visitor gets in visitor mode
+_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")     # so no configured user can be called ANONYMOUS
+HASH_SCHEME, HASH_ITERATIONS = "pbkdf2_sha256", 240_000
+
+# -- the permission table: public event api_name → weakest role allowed ---------------------------------
+PERMISSIONS: dict[str, str] = {
+    # Library
+    "library_table": VISITOR, "library_clip": VISITOR, "library_refresh": VISITOR,
+    "library_import": ANNOTATOR, "library_cancel_import": ANNOTATOR,
+    "library_delete": ADMIN,
+    # Captions: the teachers' work is the annotators' raw material (and may spend an API key)
+    "captions_default_prompt": ANNOTATOR, "captions_table": ANNOTATOR, "captions_refresh": ANNOTATOR,
+    "captions_clip": ANNOTATOR,
+    "captions_run": ANNOTATOR, "captions_recaption": ANNOTATOR, "captions_cancel": ANNOTATOR,
+    # Review: annotators' work stays private, so even its reads need the annotator role
+    "review_load_queue": ANNOTATOR, "review_previous": ANNOTATOR, "review_next": ANNOTATOR,
+    "review_open": ANNOTATOR, "review_history": ANNOTATOR, "review_agreement": ANNOTATOR,
+    "review_bulk_preview": ANNOTATOR,
+    "review_accept": ANNOTATOR, "review_edit": ANNOTATOR, "review_reject": ANNOTATOR, "review_skip": ANNOTATOR,
+    "review_undo": ANNOTATOR, "review_keep_mine": ANNOTATOR, "review_keep_theirs": ANNOTATOR,
+    "review_revert": ANNOTATOR, "review_resolve": ANNOTATOR,
+    "review_export": ANNOTATOR, "review_import": ANNOTATOR,
+    "review_bulk_apply": ADMIN, "review_save_guidelines": ADMIN, "review_set_overlap": ADMIN,
+    # Train: watching is for the team, changing runs and models is for admins
+    "train_watch": ANNOTATOR, "train_refresh": ANNOTATOR,
+    "train_launch": ADMIN, "train_cancel": ADMIN, "train_resume": ADMIN, "train_make_active": ADMIN,
+    # Search
+    "search_text": VISITOR, "search_text_submit": VISITOR, "search_audio": VISITOR,
+    "search_more_like_this": VISITOR, "search_prev_page": VISITOR, "search_next_page": VISITOR,
+    **{f"search_more_like_result_{i}": VISITOR for i in range(1, 11)},
+    "search_classify": VISITOR, "search_index_status": VISITOR, "search_model_changed": VISITOR,
+    "search_update_index": ANNOTATOR, "search_cancel_index": ANNOTATOR,
+    "search_rebuild_index": ADMIN,
+    # Map
+    "map_draw": VISITOR, "map_recolor": VISITOR, "map_filter": VISITOR, "map_select_row": VISITOR,
+    "map_play": VISITOR, "map_compare": VISITOR, "map_open": VISITOR,
+    "map_send_to_review": ANNOTATOR, "map_send_outliers": ANNOTATOR,
+    # Evaluate (on a server folder: see ARGUMENT_RULES)
+    "evaluate": VISITOR, "evaluate_stop": VISITOR, "evaluate_confusion": VISITOR,
+    "evaluate_models": VISITOR, "evaluate_history": VISITOR,
+    # the app's own events (ui/guard.py)
+    "access_whoami": VISITOR,
+}
+
+# Page-only events (api_name=False) have no stable name: they are named by the function they run,
+# "module:qualified name" (all lambdas of one function share a name). A `.then()` event needs what
+# the event before it needed, so chained page events need no entry.
+PAGE_EVENTS: dict[str, str] = {
+    "ui.library:build.<locals>.<lambda>": VISITOR,          # filters, page load, delete-confirm toggles
+    "ui.library:build.<locals>.turn.<locals>.go": VISITOR,  # previous / next page
+    "ui.library:build.<locals>.on_select": VISITOR,
+    "ui.captions:build.<locals>.<lambda>": ANNOTATOR,       # filters
+    "ui.captions:build.<locals>.on_select": ANNOTATOR,
+    "ui.review:build.<locals>.whoami": ANNOTATOR,
+    "ui.review:build.<locals>.<lambda>": ANNOTATOR,         # remember the annotator's name
+    "ui.review:build.<locals>.revert_clicked": ANNOTATOR,
+    "ui.review:build.<locals>.history_toggle.<locals>.handler": ANNOTATOR,
+    "ui.train:build.<locals>.tick": ANNOTATOR,              # the live-curves timer
+    "ui.train:build.<locals>.<lambda>": ANNOTATOR,          # data summary, page load
+}
+
+# Arguments that widen what an event may touch: a non-empty value needs the given role.
+# A folder typed by hand is a path on the server, so reading or writing one is for admins.
+ARGUMENT_RULES: dict[str, dict[str, str]] = {
+    "library_import": {"folder_path": ADMIN},
+    "evaluate": {"folder_path": ADMIN},
+    "review_export": {"folder": ADMIN},
+    "review_import": {"folder": ADMIN},
+}
+
+# Tabs a role sees (the events behind the others are refused anyway; hiding them spares confusion).
+HIDDEN_TABS: dict[str, tuple[str, ...]] = {VISITOR: ("captions", "review", "train"), ANNOTATOR: (), ADMIN: ()}
+
+
+class AccessDenied(PermissionError):
+    """An event needs a stronger role than the caller has."""
+
+    def __init__(self, action: str, needed: str, role: str, user: str | None):
+        self.action, self.needed, self.role, self.user = action, needed, role, user
+        who = "anonymous visitors" if user in (None, ANONYMOUS) else f"{user} ({role})"
+        super().__init__(f"“{action}” needs the {needed} role; {who} may not do it."
+                         + (" Sign in as an editor." if role == VISITOR else ""))
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    password: str = field(repr=False, default="")     # plain text or a pbkdf2_sha256$… hash
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    users: Mapping[str, User] = field(default_factory=dict)
+    visitor_mode: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """False for the open single-user setup, where everyone is admin."""
+        return bool(self.users) or self.visitor_mode
+
+    @property
+    def login(self) -> bool:
+        """Whether there is anyone to sign in as."""
+        return bool(self.users)
+
+    def authenticate(self, username: str, password: str) -> bool:
+        """The Gradio `auth` callable: (username, password) → bool, in constant time per user."""
+        user = self.users.get((username or "").strip())
+        if user is None:
+            verify_password(password or "", _dummy_hash())   # same cost whether or not the name exists
+            return False
+        return verify_password(password or "", user.password)
+
+    def role_of_user(self, username: str | None) -> str:
+        if not self.enabled:
+            return ADMIN
+        user = self.users.get(username or "")
+        return user.role if user else VISITOR
+
+    def role_of(self, request) -> str:
+        """The role behind a Gradio request (anything with `.username`; None: a local call)."""
+        return self.role_of_user(user_of(request))
+
+
+def user_of(request) -> str | None:
+    """The signed-in user name of a request, or None (anonymous or no request)."""
+    name = getattr(request, "username", None)
+    return None if name in (None, "", ANONYMOUS) else str(name)
+
+
+def rank(role: str) -> int:
+    return ROLES.index(role) if role in ROLES else len(ROLES)     # an unknown role ranks above admin
+
+
+def allows(role: str, needed: str) -> bool:
+    return role in ROLES and rank(role) >= rank(needed)
+
+
+def required_role(api_name: str | None) -> str:
+    """Default-deny: events not in the table need admin."""
+    return PERMISSIONS.get(api_name or "", ADMIN)
+
+
+def page_event_role(key: str) -> str:
+    return PAGE_EVENTS.get(key, ADMIN)
+
+
+def check(policy: AccessPolicy, request, action: str, needed: str) -> str:
+    """Raise AccessDenied unless the request's role reaches `needed`; returns the role."""
+    role = policy.role_of(request)
+    if not allows(role, needed):
+        raise AccessDenied(action, needed, role, user_of(request))
+    return role
+
+
+# -- configuration -------------------------------------------------------------------------------------
+def parse_users(spec: str | list | dict | None) -> dict[str, User]:
+    """`"name:password:role,…"`, a list of such strings, or {name: {password, role}} → users.
+
+    A password may itself contain ':' (only the first and last ':' split the entry)."""
+    if not spec:
+        return {}
+    entries: list[tuple[str, str, str]] = []
+    if isinstance(spec, Mapping):
+        for name, value in spec.items():
+            value = value if isinstance(value, Mapping) else {"password": str(value)}
+            entries.append((str(name), str(value.get("password", "")), str(value.get("role", ANNOTATOR))))
+    else:
+        items = spec.split(",") if isinstance(spec, str) else list(spec)
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            name, sep, rest = item.partition(":")
+            password, sep2, role = rest.rpartition(":")
+            if not sep or not sep2:
+                raise ValueError(f"user entry {name!r} must look like name:password:role")
+            entries.append((name.strip(), password, role.strip().lower()))
+    users: dict[str, User] = {}
+    for name, password, role in entries:
+        if not _NAME.match(name):
+            raise ValueError(f"user name {name!r}: use letters, digits and . _ @ + - only")
+        if role not in ROLES:
+            raise ValueError(f"user {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
+        if not password:
+            raise ValueError(f"user {name!r} has an empty password")
+        users[name] = User(name, role, password)
+    return users
+
+
+def load_policy(settings=None, environ: Mapping[str, str] | None = None) -> AccessPolicy:
+    """Users and visitor mode from the environment, else from the settings' TOML (`users`, `visitor_mode`).
+    On Spaces (`SPACE_ID` set) visitor mode is on unless switched off explicitly."""
+    env = os.environ if environ is None else environ
+    extra = dict(getattr(settings, "extra", None) or {})
+    spec = env.get("HEARSAY_USERS")
+    users = parse_users(spec if spec is not None else extra.get("users"))
+    mode = env.get("HEARSAY_VISITOR_MODE")
+    # A public Space is read-only for strangers unless its owner says otherwise.
+    default = extra.get("visitor_mode", bool(env.get("SPACE_ID")))
+    visitor_mode = _truthy(mode) if mode is not None else _truthy(default)
+    return AccessPolicy(users=users, visitor_mode=visitor_mode)
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+# -- passwords -----------------------------------------------------------------------------------------
+def hash_password(password: str, *, salt: str | None = None, iterations: int = HASH_ITERATIONS) -> str:
+    """`pbkdf2_sha256$iterations$salt$hex`: safe to keep in an environment variable or the TOML file."""
+    salt = salt or secrets.token_hex(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations).hex()
+    return f"{HASH_SCHEME}${iterations}${salt}${digest}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    if stored.startswith(HASH_SCHEME + "$"):
+        try:
+            _, iterations, salt, digest = stored.split("$")
+            got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), int(iterations)).hex()
+        except ValueError:
+            return False
+        return hmac.compare_digest(got, digest)
+    return hmac.compare_digest(password.encode(), stored.encode())
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return hash_password("", salt="0" * 32)

@@ -1,0 +1,298 @@
+"""Access control and concurrency for the whole app, applied once after the tabs are built.
+
+The tabs know nothing of roles. `protect(demo, policy)` wraps every event function of the built
+Blocks with a check of the caller's role (core.access's table), so a refused write is refused on
+the server whatever the browser or an API client sends. It also:
+- puts the signed-in user's name into the events' annotator inputs (the name typed in the page
+  cannot impersonate someone else once people sign in);
+- gives long jobs their own queues (one at a time each) so they cannot starve searches;
+- logs every write and every refusal to the "hearsay.access" logger (the audit trail).
+
+The request is read from Gradio's per-call context (set just before it calls an event function),
+so the wrapped function keeps its signature and Gradio still injects gr.Request / gr.Progress.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import gradio as gr
+from gradio import utils as gr_utils
+from gradio.context import LocalContext
+
+from core import access
+from core.access import ADMIN, ANONYMOUS, VISITOR, AccessDenied, AccessPolicy
+
+log = logging.getLogger("hearsay.access")
+
+# Inputs that name the person acting; filled from the sign-in when there is one.
+IDENTITY_ELEM_IDS = ("review-annotator",)
+
+# Long jobs: api_name → (queue, how many run at once). Events sharing a queue share its limit.
+LONG_JOBS: dict[str, tuple[str, int]] = {
+    "library_import": ("import", 1),
+    "captions_run": ("captions", 1),
+    "train_launch": ("train", 1), "train_resume": ("train", 1),
+    "evaluate": ("evaluate", 1),
+    "search_update_index": ("index", 1), "search_rebuild_index": ("index", 1),
+    "review_export": ("export", 1), "review_import": ("export", 1), "review_bulk_apply": ("bulk", 1),
+    "map_draw": ("map", 2), "map_compare": ("map", 2), "map_open": ("map", 2),
+}
+SEARCH_QUEUE, SEARCH_LIMIT = "search", 8     # quick reads: their own, wider queue
+
+
+@dataclass
+class Protection:
+    """What protect() did: the rule of every event, and anything it could not classify."""
+    rules: dict[int, tuple[str, str]] = field(default_factory=dict)   # fn id → (event key, role needed)
+    unclassified: list[str] = field(default_factory=list)             # keys that fell to the admin default
+    problems: list[str] = field(default_factory=list)                 # argument rules that match no parameter
+
+
+def event_key(block_fn) -> str:
+    """The name an event is classified by: its api_name, or 'module:qualname' for page-only events."""
+    if block_fn.api_visibility != "private":
+        return str(block_fn.api_name)
+    fn = inspect.unwrap(block_fn.fn)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
+
+
+def rule_for(demo: gr.Blocks, block_fn) -> tuple[str, str, bool]:
+    """(key, role needed, explicitly classified?). A chained page event inherits the event before it."""
+    if block_fn.api_visibility == "private" and block_fn.trigger_after is not None:
+        parent = demo.fns.get(block_fn.trigger_after)
+        if parent is not None and parent.fn is not None:
+            _, needed, known = rule_for(demo, parent)
+            return event_key(block_fn), needed, known
+    key = event_key(block_fn)
+    if block_fn.api_visibility == "private":
+        return key, access.page_event_role(key), key in access.PAGE_EVENTS
+    return key, access.required_role(key), key in access.PERMISSIONS
+
+
+def protect(demo: gr.Blocks, policy: AccessPolicy) -> Protection:
+    """Wrap every event function of `demo` with its role check; set per-event queues."""
+    report = Protection()
+    for fn_id, block_fn in demo.fns.items():
+        if block_fn.fn is None or getattr(block_fn.fn, "_hearsay_guarded", False):
+            continue
+        key, needed, known = rule_for(demo, block_fn)
+        if not known:
+            report.unclassified.append(key)
+        arg_rules, stale = _argument_rules(block_fn, key, report)
+        needed = ADMIN if stale else needed
+        identity = _identity_positions(block_fn)
+        report.rules[fn_id] = (key, needed)
+        block_fn.fn = _guard(block_fn, policy, key, needed, arg_rules, identity)
+        _set_queue(block_fn, key)
+    return report
+
+
+# -- the wrapper -------------------------------------------------------------------------------------
+def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dict[str, str],
+           identity: list[int]) -> Callable:
+    fn = block_fn.fn
+    signature = _signature(fn)
+    silent = block_fn.api_visibility == "private"     # page plumbing: refuse quietly, no error toasts
+    n_outputs = len(block_fn.outputs)
+
+    def gate(args: tuple, kwargs: dict):
+        """(args, kwargs, None) to go ahead, or (…, outputs) to answer without running."""
+        request = LocalContext.request.get(None)
+        user = access.user_of(request)
+        try:
+            role = access.check(policy, request, key, needed)
+            if arg_rules and signature is not None:
+                given = signature.bind_partial(*args, **kwargs).arguments
+                for param, param_needed in arg_rules.items():
+                    if _filled(given.get(param)) and not access.allows(role, param_needed):
+                        raise AccessDenied(f"{key} with {param}", param_needed, role, user)
+        except AccessDenied as exc:
+            log.warning("denied", extra={"event": key, "user": user, "role": exc.role, "needed": exc.needed})
+            if silent:
+                return args, kwargs, _skip(n_outputs)
+            raise gr.Error(str(exc), title="Not allowed") from None
+        if identity and policy.enabled and user is not None:
+            args = list(args)
+            for i in identity:
+                if i < len(args):
+                    args[i] = user
+            args = tuple(args)
+        if access.rank(needed) > access.rank(VISITOR):
+            log.info("write", extra={"event": key, "user": user or ("anonymous" if policy.enabled else "local"),
+                                     "role": role})
+        return args, kwargs, None
+
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def guarded(*args, **kwargs):
+            args, kwargs, refused = gate(args, kwargs)
+            if refused is not None:
+                yield refused
+                return
+            async for item in fn(*args, **kwargs):
+                yield item
+    elif inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def guarded(*args, **kwargs):
+            args, kwargs, refused = gate(args, kwargs)
+            return refused if refused is not None else await fn(*args, **kwargs)
+    elif inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            args, kwargs, refused = gate(args, kwargs)
+            if refused is not None:
+                yield refused
+                return
+            yield from fn(*args, **kwargs)
+    else:
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            args, kwargs, refused = gate(args, kwargs)
+            return refused if refused is not None else fn(*args, **kwargs)
+    guarded._hearsay_guarded = True
+    guarded._hearsay_needs = needed
+    return guarded
+
+
+def _skip(n_outputs: int):
+    if n_outputs == 0:
+        return None
+    return gr.skip() if n_outputs == 1 else tuple(gr.skip() for _ in range(n_outputs))
+
+
+def _filled(value) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip()) and value != []
+
+
+def _signature(fn) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _positional_params(fn) -> list[inspect.Parameter]:
+    sig = _signature(fn)
+    if sig is None:
+        return []
+    return [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _is_special(param: inspect.Parameter, hints: dict) -> bool:
+    """What Gradio fills in itself (gr.Request, gr.Progress, event data…), not an input component."""
+    return isinstance(param.default, gr.Progress) or gr_utils.is_special_typed_parameter(param.name, hints)
+
+
+def _identity_positions(block_fn) -> list[int]:
+    """Argument positions that receive an identity input (Gradio passes inputs positionally,
+    with its special arguments inserted where the signature has them)."""
+    wanted = [i for i, comp in enumerate(block_fn.inputs) if getattr(comp, "elem_id", None) in IDENTITY_ELEM_IDS]
+    if not wanted or block_fn.inputs_as_dict:
+        return []
+    hints = gr_utils.get_type_hints(block_fn.fn)
+    params = _positional_params(block_fn.fn)
+    input_slots = [pos for pos, p in enumerate(params) if not _is_special(p, hints)]
+    return [input_slots[i] for i in wanted if i < len(input_slots)]
+
+
+def _argument_rules(block_fn, key: str, report: Protection) -> tuple[dict[str, str], bool]:
+    """(parameter → role its non-empty value needs, whether a rule names a parameter that is gone)."""
+    rules = dict(access.ARGUMENT_RULES.get(key, {}))
+    names = {p.name for p in _positional_params(block_fn.fn)}
+    missing = [param for param in rules if param not in names]
+    for param in missing:          # the tab renamed it: fail closed, and say so
+        report.problems.append(f"{key}: no parameter {param!r}; the whole event now needs admin")
+    return {k: v for k, v in rules.items() if k in names}, bool(missing)
+
+
+def _set_queue(block_fn, key: str) -> None:
+    if key in LONG_JOBS:
+        block_fn.concurrency_id, block_fn.concurrency_limit = LONG_JOBS[key]
+    elif block_fn.api_visibility != "private" and key.startswith("search_") and "cancel" not in key and block_fn.queue:
+        block_fn.concurrency_id, block_fn.concurrency_limit = SEARCH_QUEUE, SEARCH_LIMIT
+
+
+# -- who is signed in: the bar above the tabs, tab visibility, the visitor-mode login page ---------------
+def access_bar(policy: AccessPolicy, tabs: dict[str, gr.Tab]) -> None:
+    """Call inside the Blocks: a line saying who you are, and tabs hidden that your role cannot use."""
+    if not policy.enabled:
+        return
+    bar = gr.Markdown(elem_id="access-bar")
+    tab_ids = list(tabs)
+
+    def whoami(request: gr.Request):
+        user, role = access.user_of(request), policy.role_of(request)
+        if user is None:
+            line = ("Browsing as a **visitor**: search, the map and evaluation on the demo data."
+                    + (" Editors: [sign in](login)." if policy.login else ""))
+        else:
+            line = f"Signed in as **{user}** ({role}) · [sign out](logout)"
+        hidden = access.HIDDEN_TABS.get(role, ())
+        return (line, *[gr.Tab(visible=tab_id not in hidden) for tab_id in tab_ids])
+
+    gr.context.Context.root_block.load(whoami, None, [bar, *tabs.values()], api_name="access_whoami",
+                                       show_progress="hidden")
+
+
+def served_paths(ws) -> list[str]:
+    """Workspace folders Gradio may serve by path: clip audio and spectrograms only.
+
+    Gradio serves anything under `allowed_paths` to anyone who asks for it by name, so the whole
+    workspace (catalog.db with every review, logs, exports, models) must never be one. Files the
+    app returns as outputs are copied to Gradio's own cache anyway; review exports need their
+    folder listed only when the workspace lies outside the working and temp directories."""
+    import os
+    import tempfile
+    from gradio.utils import is_in_or_equal
+    folders = [ws.cache_dir / "clips", ws.cache_dir / "spectrograms"]
+    root = ws.root.resolve()
+    if not any(is_in_or_equal(root, base) for base in (os.getcwd(), tempfile.gettempdir())):
+        folders.append(ws.cache_dir / "exports")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return [str(f) for f in folders]
+
+
+def launch_options(demo: gr.Blocks, policy: AccessPolicy) -> dict:
+    """The `launch()` arguments for this policy (call `after_launch` once it is running)."""
+    if not policy.login:
+        return {}
+    message = "Hearsay: sign in with the name and password your admin gave you."
+    if not policy.visitor_mode:
+        return {"auth": policy.authenticate, "auth_message": message}
+
+    # Visitor mode: everyone gets in; Gradio's own sign-in cookie, when present, names the user.
+    def current_user(request) -> str:
+        app = demo.server_app
+        token = request.cookies.get(f"access-token-{app.cookie_id}") or \
+            request.cookies.get(f"access-token-unsecure-{app.cookie_id}")
+        return app.tokens.get(token) or ANONYMOUS
+    return {"auth_dependency": current_user, "ssr_mode": False}
+
+
+def after_launch(demo: gr.Blocks, policy: AccessPolicy) -> None:
+    """Visitor mode: switch on Gradio's sign-in route (POST /login) and serve a small sign-in page."""
+    if not (policy.login and policy.visitor_mode):
+        return
+    from fastapi.responses import HTMLResponse
+    app = demo.server_app
+    app.auth = policy.authenticate         # POST /login checks this; launch() would refuse it beside auth_dependency
+    app.add_api_route("/login", lambda: HTMLResponse(LOGIN_PAGE), methods=["GET"], include_in_schema=False)
+
+
+LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Hearsay · sign in</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<style>body{font-family:system-ui,sans-serif;display:grid;place-items:center;min-height:90vh;margin:0}
+form{display:grid;gap:.6rem;min-width:16rem}input,button{font-size:1rem;padding:.5rem}
+#msg{color:#b00}</style></head><body><form id="f"><h2>Hearsay · sign in</h2>
+<input name="username" placeholder="name" autocomplete="username" required>
+<input name="password" type="password" placeholder="password" autocomplete="current-password" required>
+<button>Sign in</button><a href="./">continue as a visitor</a><div id="msg"></div></form>
+<script>document.getElementById("f").onsubmit=async e=>{e.preventDefault();
+const r=await fetch("login",{method:"POST",body:new URLSearchParams(new FormData(e.target)),credentials:"same-origin"});
+if(r.ok){location.href="./"}else{document.getElementById("msg").textContent="Wrong name or password."}}</script>
+</body></html>"""
