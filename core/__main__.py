@@ -10,11 +10,19 @@ import importlib
 import os
 import sys
 
+# Idle OpenMP threads sleep instead of spinning: on shared cores spinning made a text query 17× slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 COMMANDS = [
     "core.cli_library",      # import, stats
+    "core.cli_caption",      # caption
+    "core.cli_ops",          # doctor, backup, restore
+    "core.cli_search",       # index, search
+    "core.cli_review",       # export, import-export, review-stats
+    "core.cli_project",      # project (UMAP map as HTML)
+    "core.cli_access",       # hash-password, users
 ]
 
 

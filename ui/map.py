@@ -79,8 +79,9 @@ def build(state: AppState) -> None:
             seed=None if seed_ in (None, "") else int(seed_),
             max_points=int(max_points_ or projection.DEFAULT_MAX_POINTS))
 
-    def draw(model_, color_, highlight_, z_, *param_values, progress=gr.Progress()):
-        params = make_params(*param_values)
+    # explicit parameters: Gradio only fills in gr.Progress when it is not behind *args
+    def draw(model_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_, progress=gr.Progress()):
+        params = make_params(dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_)
         try:
             data = projection.build_map(ws, model_ or "active", params, outlier_z=float(z_),
                                         progress=lambda f, m: progress(f, desc=m))
@@ -152,8 +153,8 @@ def build(state: AppState) -> None:
             table_value = gr.skip()
         return data, f"**{report.summary()}**", table_value
 
-    def compare(model_a_, model_b_, color_, highlight_, z_, *param_values, progress=gr.Progress()):
-        params = make_params(*param_values)
+    def compare(model_a_, model_b_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_, progress=gr.Progress()):
+        params = make_params(dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_)
         try:
             a, b = projection.compare_maps(ws, model_a_ or "active", model_b_ or "active", params,
                                            outlier_z=float(z_), progress=lambda f, m: progress(f, desc=m))
@@ -187,12 +188,14 @@ def build(state: AppState) -> None:
     # First visit to the tab draws the active model's map (cached after the first time).
     tab = gr.context.get_render_context()
     if isinstance(tab, gr.Tab):
-        def on_open(data, model_, color_, highlight_, z_, a_, b_, *param_values, progress=gr.Progress()):
+        def on_open(data, model_, color_, highlight_, z_, a_, b_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_,
+                    progress=gr.Progress()):
             updates = refresh_models(model_, a_, b_)
             if data is not None:
                 return (gr.skip(),) * 5 + updates
             try:
-                return draw(model_, color_, highlight_, z_, *param_values, progress=progress) + updates
+                return draw(model_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_,
+                            progress=progress) + updates
             except gr.Error as exc:   # e.g. nothing embedded yet: say so instead of a red toast
                 return (None, None, f"*{exc.message}*", gr.skip(), gr.skip()) + updates
 

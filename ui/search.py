@@ -1,0 +1,282 @@
+"""Search tab: text → clips, audio (upload or microphone) → clips, more like a clip, zero-shot labels.
+
+Each event calls one function of core/search.py (after core/index.py has caught the index up
+with the catalogue); this module only turns the results into players, text and a chart.
+"""
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from core import index, search
+from core.catalog import REVIEW_STATUSES
+from ui.state import AppState
+
+PAGE_SIZE = 10
+AUTO_INDEX = 500            # a search embeds new clips itself when there are at most this many; more need "Update index"
+ACTIVE = "active"
+
+_cancel_flags: dict[str, threading.Event] = {}
+
+
+def cancel_flag(request: gr.Request | None) -> threading.Event:
+    key = getattr(request, "session_hash", None) or "cli"
+    return _cancel_flags.setdefault(key, threading.Event())
+
+
+def model_choices(state: AppState) -> list[str]:
+    try:
+        from core.models import available_models
+        ids = [m["id"] for m in available_models(state.ws)]
+    except ImportError:                 # no student module yet: registered ids only
+        ids = [m.id for m in state.ws.catalog.models()]
+    return [ACTIVE] + [i for i in ids if i != ACTIVE]
+
+
+def embedder_for(state: AppState, model: str | None):
+    try:
+        return index.resolve_embedder(state.ws, model or ACTIVE)
+    except index.IndexUnavailable as exc:
+        raise gr.Error(str(exc).strip("'\""))
+
+
+def status_markdown(info: dict) -> str:
+    state = "up to date" if info["current"] else "needs an update"
+    return (f"Index for `{info['model_id']}`: **{info['indexed']}** of **{info['clips']}** clips · {state}")
+
+
+def _given(value) -> bool:
+    # Empty number boxes arrive as None (or 0 from some clients); ids start at 1, and a maximum
+    # or window end of 0 s would match nothing, so 0 means "not set" for those.
+    return value not in (None, "", 0)
+
+
+def filters_from(status, sources, tags, min_d, max_d, recording, w_start, w_end) -> search.Filters:
+    def num(v, zero_is_unset=False):
+        return None if v in (None, "") or (zero_is_unset and v == 0) else float(v)
+    return search.Filters(status=status or (), source=sources or (), tags=tags or (),
+                          min_duration=num(min_d), max_duration=num(max_d, True),
+                          recording_id=int(recording) if _given(recording) else None,
+                          window_start=num(w_start), window_end=num(w_end, True))
+
+
+def hit_markdown(rank: int, hit: search.Hit) -> str:
+    scores = f"**{hit.score:.3f}** (model {hit.model_score:.3f}"
+    scores += ")" if hit.caption_score is None else f", caption {hit.caption_score:.3f})"
+    lines = [f"**{rank}.** {scores} · clip {hit.clip_id} · `{hit.name}` "
+             f"{hit.start:.1f}–{hit.end:.1f} s · {hit.status}"]
+    if hit.caption:
+        lines.append(f"> {hit.caption}")
+    if hit.tags:
+        lines.append(" ".join(f"`{t}`" for t in hit.tags))
+    label = hit.meta.get("label")
+    if label:
+        lines.append(f"label: {label}")
+    return "\n\n".join(lines)
+
+
+def probability_chart(result: search.ZeroShot):
+    import plotly.graph_objects as go
+    ranked = result.ranked()[::-1]                       # largest at the top of a horizontal bar chart
+    fig = go.Figure(go.Bar(x=[p for _, p in ranked], y=[label for label, _ in ranked], orientation="h",
+                           text=[f"{p:.1%}" for _, p in ranked], textposition="auto"))
+    fig.update_layout(xaxis={"range": [0, 1], "tickformat": ".0%", "title": "probability"},
+                      height=120 + 32 * len(ranked), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      title=f"zero-shot (scale {result.scale:.1f})")
+    return fig
+
+
+def build(state: AppState) -> None:
+    ws = state.ws
+    facets = search.facets(ws)
+    with gr.Row():
+        model = gr.Dropdown(label="Model", choices=model_choices(state), value=ACTIVE, allow_custom_value=True,
+                            scale=2)
+        index_info = gr.Markdown("Index status appears after the first search or **Check**.")
+        check_btn = gr.Button("Check", size="sm", scale=0)
+        update_btn = gr.Button("Update index", size="sm", scale=0)
+        rebuild_btn = gr.Button("Rebuild", size="sm", scale=0)
+        cancel_btn = gr.Button("Cancel", size="sm", scale=0)
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row():
+                query = gr.Textbox(label="Describe a sound", placeholder="rain on a tin roof", scale=4)
+                text_btn = gr.Button("Search", variant="primary", scale=1)
+            hybrid = gr.Slider(0, 1, value=0.0, step=0.05, label="Caption weight (hybrid: 0 = model only)")
+            with gr.Row():
+                sound = gr.Audio(label="…or a sound", sources=["upload", "microphone"], type="filepath")
+                with gr.Column():
+                    audio_btn = gr.Button("Find similar sounds")
+                    clip_id = gr.Number(label="Clip id (0 = none)", value=None, precision=0)
+                    like_btn = gr.Button("More like this clip")
+        with gr.Column(scale=1):
+            with gr.Accordion("Filters", open=False):
+                f_status = gr.CheckboxGroup(list(REVIEW_STATUSES), label="Review status")
+                f_source = gr.Dropdown(facets["sources"], multiselect=True, label="Source")
+                f_tags = gr.Dropdown(facets["tags"], multiselect=True, allow_custom_value=True, label="Tags (any)")
+                with gr.Row():
+                    f_min = gr.Number(label="Min duration (s)", value=None, minimum=0, placeholder="any")
+                    f_max = gr.Number(label="Max duration (s)", value=None, minimum=0, placeholder="any")
+                f_rec = gr.Number(label="Recording id (0 = any)", value=None, precision=0)
+                with gr.Row():
+                    f_w0 = gr.Number(label="Window from (s)", value=None, minimum=0, placeholder="start")
+                    f_w1 = gr.Number(label="Window to (s)", value=None, minimum=0, placeholder="end")
+            with gr.Accordion("Zero-shot labels", open=True):
+                labels = gr.Textbox(label="Labels (comma-separated)", placeholder="dog, cat, rain, engine")
+                templates = gr.Textbox(label="Prompt templates (one per line, {label} marks the label)",
+                                       value="\n".join(search.DEFAULT_TEMPLATES), lines=2)
+                gr.Markdown("Classifies the clip id above, or else the sound on the left.")
+                classify_btn = gr.Button("Classify")
+                chart = gr.Plot(label="Probabilities")
+                zero_json = gr.JSON(label="Zero-shot result", visible=False)
+    summary = gr.Markdown()
+    slots = []
+    for i in range(PAGE_SIZE):
+        with gr.Group(visible=False) as group:
+            with gr.Row(equal_height=True):
+                player = gr.Audio(show_label=False, type="filepath", interactive=False, scale=2)
+                text = gr.Markdown()
+                more = gr.Button("More like this", size="sm", scale=0)
+        slots.append((group, player, text, more))
+    with gr.Row():
+        prev_btn = gr.Button("◀ Previous", size="sm")
+        next_btn = gr.Button("Next ▶", size="sm")
+    with gr.Accordion("Results as JSON", open=False):
+        results = gr.JSON(label="Results")
+    last_query = gr.State({})           # what the page buttons repeat
+    shown_ids = gr.State([])            # clip ids of the slots, for their "more like this" buttons
+
+    filter_inputs = [f_status, f_source, f_tags, f_min, f_max, f_rec, f_w0, f_w1]
+    # the clip a "more like this" started from becomes the selected clip (ready for Classify)
+    page_outputs = [results, summary, last_query, shown_ids] + [c for s in slots for c in s[:3]] + [clip_id]
+
+    def catch_up(embedder, progress) -> str:
+        """Index what changed since the last search (new clips only when few) before answering."""
+        report = index.ensure_current(ws, embedder, max_new=AUTO_INDEX,
+                                      progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
+        if report is None or not report.pending:
+            return ""
+        return f"{report.pending} clips are not indexed yet: press **Update index**."
+
+    def run(q: dict, model_v, hybrid_v, filters: search.Filters, progress) -> list:
+        embedder = embedder_for(state, model_v)
+        notice = catch_up(embedder, progress)
+        common = dict(k=PAGE_SIZE, offset=int(q.get("offset", 0)), filters=filters)
+        try:
+            if q["kind"] == "text":
+                page = search.search_text(ws, embedder, q["query"], hybrid_weight=hybrid_v or 0.0,
+                                          with_caption_scores=True, **common)
+            elif q["kind"] == "audio":
+                page = search.search_audio(ws, embedder, q["audio"], **common)
+            else:
+                page = search.more_like_this(ws, embedder, q["clip_id"], hybrid_weight=hybrid_v or 0.0,
+                                             with_caption_scores=True, **common)
+        except (ValueError, KeyError) as exc:
+            raise gr.Error(str(exc).strip("'\""))
+        page.notice = notice
+        return render(page, q)
+
+    def render(page: search.SearchPage, q: dict) -> list:
+        first = page.offset + 1
+        what = {"text": f"“{q.get('query', '')}”", "audio": "your sound", "clip": f"clip {q.get('clip_id')}"}[q["kind"]]
+        line = (f"Results {first}–{page.offset + len(page.hits)} for {what} · {page.seconds * 1000:.0f} ms"
+                if page.hits else f"No matches for {what}.")
+        if page.notice:
+            line += f"  \n⚠ {page.notice}"
+        out = [page.to_dict(), line, q, [h.clip_id for h in page.hits]]
+        for i in range(PAGE_SIZE):
+            if i < len(page.hits):
+                hit = page.hits[i]
+                try:
+                    wav = str(ws.clip_wav_path(hit.clip_id))
+                except (KeyError, OSError):         # deleted since it was indexed
+                    wav = None
+                out += [gr.update(visible=True), wav, hit_markdown(first + i, hit)]
+            else:
+                out += [gr.update(visible=False), None, ""]
+        return out + [q["clip_id"] if q["kind"] == "clip" else gr.update()]
+
+    def do_text(model_v, query_v, hybrid_v, *filters, progress=gr.Progress()):
+        if not (query_v or "").strip():
+            raise gr.Error("Type a description of the sound you are looking for.")
+        return run({"kind": "text", "query": query_v.strip(), "offset": 0}, model_v, hybrid_v,
+                   filters_from(*filters), progress)
+
+    def do_audio(model_v, sound_v, *filters, progress=gr.Progress()):
+        if not sound_v:
+            raise gr.Error("Upload or record a sound first.")
+        return run({"kind": "audio", "audio": sound_v, "offset": 0}, model_v, 0.0, filters_from(*filters), progress)
+
+    def do_like(model_v, clip_v, hybrid_v, *filters, progress=gr.Progress()):
+        if not _given(clip_v):
+            raise gr.Error("Give a clip id (or use a result's “More like this”).")
+        return run({"kind": "clip", "clip_id": int(clip_v), "offset": 0}, model_v, hybrid_v,
+                   filters_from(*filters), progress)
+
+    def turn(delta: int):
+        def go(q, model_v, hybrid_v, *filters, progress=gr.Progress()):
+            if not q:
+                raise gr.Error("Search for something first.")
+            q = {**q, "offset": max(0, int(q.get("offset", 0)) + delta)}
+            return run(q, model_v, hybrid_v, filters_from(*filters), progress)
+        return go
+
+    def slot_like(i: int):
+        def go(ids, model_v, hybrid_v, *filters, progress=gr.Progress()):
+            if i >= len(ids or []):
+                raise gr.Error("No result in this place.")
+            return run({"kind": "clip", "clip_id": int(ids[i]), "offset": 0}, model_v, hybrid_v,
+                       filters_from(*filters), progress)
+        return go
+
+    def do_classify(model_v, labels_v, templates_v, clip_v, sound_v):
+        embedder = embedder_for(state, model_v)
+        use_clip = _given(clip_v)
+        if not use_clip and not sound_v:
+            raise gr.Error("Give a clip id or a sound to classify.")
+        try:
+            result = search.classify(ws, embedder, labels_v or "", templates=templates_v,
+                                     clip_id=int(clip_v) if use_clip else None,
+                                     source=None if use_clip else sound_v)
+        except (ValueError, KeyError) as exc:
+            raise gr.Error(str(exc).strip("'\""))
+        return probability_chart(result), result.to_dict()
+
+    def do_status(model_v):
+        return status_markdown(index.status(ws, embedder_for(state, model_v)))
+
+    def do_index(rebuild: bool):
+        def go(model_v, request: gr.Request, progress=gr.Progress()):
+            embedder = embedder_for(state, model_v)
+            flag = cancel_flag(request)
+            flag.clear()
+            report = index.sync(ws, embedder, rebuild=rebuild, cancel=flag,
+                                progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
+            gr.Info(report.summary())
+            return status_markdown(index.status(ws, embedder))
+        return go
+
+    def do_cancel(request: gr.Request):
+        cancel_flag(request).set()
+        return "Cancelling after the current batch…"
+
+    search_inputs = [model, query, hybrid] + filter_inputs
+    text_btn.click(do_text, search_inputs, page_outputs, api_name="search_text")
+    query.submit(do_text, search_inputs, page_outputs, api_name="search_text_submit", api_visibility="undocumented")
+    audio_btn.click(do_audio, [model, sound] + filter_inputs, page_outputs, api_name="search_audio")
+    like_btn.click(do_like, [model, clip_id, hybrid] + filter_inputs, page_outputs, api_name="search_more_like_this")
+    prev_btn.click(turn(-PAGE_SIZE), [last_query, model, hybrid] + filter_inputs, page_outputs,
+                   api_name="search_prev_page")
+    next_btn.click(turn(PAGE_SIZE), [last_query, model, hybrid] + filter_inputs, page_outputs,
+                   api_name="search_next_page")
+    for i, (_, _, _, more) in enumerate(slots):
+        more.click(slot_like(i), [shown_ids, model, hybrid] + filter_inputs, page_outputs,
+                   api_name=f"search_more_like_result_{i + 1}", api_visibility="undocumented")
+    classify_btn.click(do_classify, [model, labels, templates, clip_id, sound], [chart, zero_json],
+                       api_name="search_classify")
+    check_btn.click(do_status, [model], [index_info], api_name="search_index_status")
+    model.change(do_status, [model], [index_info], api_name="search_model_changed", api_visibility="undocumented")
+    update_btn.click(do_index(False), [model], [index_info], api_name="search_update_index")
+    rebuild_btn.click(do_index(True), [model], [index_info], api_name="search_rebuild_index")
+    cancel_btn.click(do_cancel, None, [index_info], api_name="search_cancel_index")
