@@ -248,14 +248,12 @@ def import_paths(ws: Workspace, paths: Iterable[str | Path], *, source: str | No
 
 
 def delete_clips(ws: Workspace, clip_ids: list[int]) -> int:
-    """Delete clips (captions, reviews and vectors go with them) and any audio file no longer referenced."""
+    """Delete clips (captions and reviews go with them) and any audio file no longer referenced.
+
+    Their vectors leave the Chroma collections at the next index sync (searches sync first).
+    """
     for sha in ws.catalog.delete_clips(clip_ids):
         ws.audio_path(sha).unlink(missing_ok=True)
-    try:
-        from core.index import delete_vectors
-        delete_vectors(ws, clip_ids)
-    except Exception:  # noqa: BLE001 - the catalogue is the truth; the next index sync drops them anyway
-        pass
     return len(clip_ids)
 
 
