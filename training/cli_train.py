@@ -1,0 +1,102 @@
+"""`python -m training train`: train a student from the shell (the Train tab runs exactly this).
+
+    python -m training train --workspace W --epochs 10 --loss soft --beta 0.3
+    python -m training train --workspace W --resume                 # continue the newest unfinished run
+    accelerate launch -m training train --workspace W ...           # several GPUs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+# flag → TrainConfig field (the flag's type comes from the field's default)
+FLAGS = {
+    "--epochs": "epochs", "--batch-size": "batch_size", "--grad-accum": "grad_accum", "--lr": "lr",
+    "--prior-lr": "prior_lr", "--text-lr": "text_lr", "--weight-decay": "weight_decay", "--loss": "loss",
+    "--beta": "beta", "--distill": "distill", "--base-model": "base_model", "--unreviewed-weight": "unreviewed_weight",
+    "--import-weight": "import_weight", "--min-confidence": "min_confidence", "--val-fraction": "val_fraction",
+    "--patience": "patience", "--seed": "seed", "--device": "device", "--mixed-precision": "mixed_precision",
+    "--text-trainable-layers": "text_trainable_layers", "--name": "name", "--warmup-steps": "warmup_steps",
+    "--crop-min": "crop_min",
+}
+
+
+def register(sub) -> None:
+    from training.train import TrainConfig
+    defaults = TrainConfig()
+    p = sub.add_parser("train", help="train a student on the workspace's caption pairs",
+                       description="Contrastive training of the student on reviewed (and optionally unreviewed) "
+                                   "caption pairs. Writes runs/run-NNNN/{metrics.jsonl,last/,best/} and registers "
+                                   "the best checkpoint as a model.")
+    p.add_argument("--workspace", default=argparse.SUPPRESS, help="workspace folder")
+    p.add_argument("--config", help="a JSON or TOML file of training settings (flags override it)")
+    for flag, name in FLAGS.items():
+        value = getattr(defaults, name)
+        kwargs = {"choices": ["infonce", "soft"]} if name == "loss" else {}
+        p.add_argument(flag, dest=name, type=type(value), default=None, help=f"default {value!r}", **kwargs)
+    p.add_argument("--source", dest="sources", action="append", help="train only on this source (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (of --run-dir, "
+                                                          "else the newest unfinished run)")
+    p.add_argument("--run-dir", help="run folder (set by the Train tab)")
+    p.add_argument("--run-id", type=int, help="catalogue run id (set by the Train tab)")
+    p.set_defaults(func=cmd_train)
+
+
+def build_config(args) -> dict:
+    values: dict = {}
+    if getattr(args, "config", None):
+        from training.train import load_config_file
+        values.update(load_config_file(args.config))
+    for name in list(FLAGS.values()) + ["sources"]:
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    return values
+
+
+def cmd_train(args) -> int:
+    from core.cli_library import workspace_from
+    from training.train import TrainConfig, latest_resumable_run, run_training
+
+    ws = workspace_from(args)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    values = build_config(args)
+    if args.resume:
+        run_dir = run_dir or latest_resumable_run(ws)
+        if run_dir is None:
+            print("nothing to resume: no unfinished run with a checkpoint", file=sys.stderr)
+            return 2
+        saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+        values = {**saved, **values}
+        if args.run_id is None:
+            args.run_id = int(run_dir.name.split("-")[-1])
+    cfg = TrainConfig.from_dict(values)
+
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):   # Cancel in the UI: finish the current step, keep the last checkpoint
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        result = run_training(ws, cfg, run_id=args.run_id, run_dir=run_dir, resume=args.resume,
+                              should_stop=lambda: stop["flag"])
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    except InterruptedError:
+        print("cancelled; resume with --resume", file=sys.stderr)
+        return 130
+    print(json.dumps({"run_id": result.run_id, "status": result.status, "epochs": result.epochs_done,
+                      "model_id": result.model_id, "run_dir": str(result.run_dir), "best": result.best}))
+    return 0 if result.status == "finished" else 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)

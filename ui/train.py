@@ -1,0 +1,216 @@
+"""Train tab: pick data and hyper-parameters, launch a run in the background, watch it, cancel, resume,
+make a checkpoint the active model.
+
+Every event calls one `training.jobs` (or `training.data`) function; this module only lays out
+widgets and draws the curves.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+
+from core.models import available_models
+from training import jobs
+from training.data import pair_summary
+from training.train import TrainConfig
+from ui.state import AppState
+
+DEFAULTS = TrainConfig()
+RUN_COLUMNS = ["run", "status", "epoch", "loss", "val t2a R@1", "val zero-shot", "model", "started"]
+
+
+def _num(v, digits=3):
+    return None if v is None else round(float(v), digits)
+
+
+def runs_table(state: AppState) -> pd.DataFrame:
+    jobs.reconcile(state.ws)
+    rows = []
+    for run in state.ws.catalog.runs():
+        s = jobs.run_summary(state.ws, run.id)
+        rows.append({"run": run.id, "status": s["status"], "epoch": f"{s['epoch']}/{s['epochs'] or '?'}",
+                     "loss": _num(s["loss"]), "val t2a R@1": _num(s["val_t2a_r1"]),
+                     "val zero-shot": _num(s["val_zero_shot"]), "model": s["model_id"] or "", "started": run.created})
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def run_choices(state: AppState) -> list[int]:
+    return [r.id for r in state.ws.catalog.runs()]
+
+
+def data_markdown(state: AppState, unreviewed_weight: float, sources: list[str] | None) -> str:
+    s = pair_summary(state.ws, unreviewed_weight=float(unreviewed_weight), sources=sources or None)
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(s["by_status"].items())) or "none"
+    return (f"**{s['pairs']}** pairs from **{s['recordings']}** recordings (by review status: {statuses}; "
+            f"total weight {s['weight']}). Rejected clips never train; unreviewed teacher captions weigh "
+            f"{float(unreviewed_weight):g}.")
+
+
+def curves(rows: list[dict]) -> tuple[go.Figure, go.Figure]:
+    train = [r for r in rows if r.get("kind") == "train"]
+    epochs = [r for r in rows if r.get("kind") == "epoch"]
+    loss = go.Figure()
+    if train:
+        loss.add_scatter(x=[r["step"] for r in train], y=[r["loss"] for r in train], name="train (step)", mode="lines")
+    if epochs:
+        loss.add_scatter(x=[r["step"] for r in epochs], y=[r["loss"] for r in epochs], name="train (epoch mean)",
+                         mode="lines+markers")
+        if any("val_loss" in r for r in epochs):
+            loss.add_scatter(x=[r["step"] for r in epochs], y=[r.get("val_loss") for r in epochs],
+                             name="validation", mode="lines+markers")
+    loss.update_layout(title="loss", xaxis_title="step", height=300, margin=dict(l=40, r=10, t=40, b=40))
+    recall = go.Figure()
+    for key, name in (("val_t2a_r1", "text→audio R@1"), ("val_t2a_r5", "text→audio R@5"),
+                      ("val_t2a_r10", "text→audio R@10"), ("val_a2t_r1", "audio→text R@1"),
+                      ("val_zero_shot", "zero-shot accuracy")):
+        if any(key in r for r in epochs):
+            recall.add_scatter(x=[r["epoch"] for r in epochs], y=[r.get(key) for r in epochs], name=name,
+                               mode="lines+markers")
+    recall.update_layout(title="validation", xaxis_title="epoch", yaxis=dict(range=[0, 1]), height=300,
+                         margin=dict(l=40, r=10, t=40, b=40))
+    return loss, recall
+
+
+def status_markdown(summary: dict) -> str:
+    def hms(sec):
+        if sec is None:
+            return "–"
+        sec = int(sec)
+        return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
+    text = (f"**Run {summary['id']}**: {summary['status']} · epoch {summary['epoch']}/{summary['epochs'] or '?'} · "
+            f"elapsed {hms(summary['elapsed'])} · ETA {hms(summary['eta']) if summary['status'] == 'running' else '–'}")
+    if summary.get("model_id"):
+        text += f" · model `{summary['model_id']}`"
+    if summary.get("error"):
+        text += f"\n\n⚠️ {summary['error']}"
+    return text
+
+
+def watch(state: AppState, run_id):
+    """Everything the live panel shows for one run."""
+    if run_id in (None, ""):
+        empty = go.Figure()
+        return "No run selected.", empty, empty, ""
+    run_id = int(run_id)
+    jobs.reconcile(state.ws)
+    summary = jobs.run_summary(state.ws, run_id)
+    loss, recall = curves(jobs.read_metrics(state.ws, run_id))
+    return status_markdown(summary), loss, recall, jobs.log_tail(state.ws, run_id)
+
+
+def base_model_choices(state: AppState) -> list[str]:
+    return ["shipped", "fresh"] + [m["id"] for m in available_models(state.ws) if not m["shipped"]]
+
+
+def build(state: AppState) -> None:
+    device, cpu_only = jobs.device_summary()
+    gr.Markdown(f"**Training device:** {device}" + (
+        "\n\n⚠️ Only a CPU is present. The default student trains on cached tagger features and needs "
+        "minutes on a CPU; fine-tuning MiniLM layers or large data wants a GPU." if cpu_only else ""))
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("### Data")
+            sources = gr.Dropdown(label="Sources (empty: all)", choices=state.ws.catalog.sources(), multiselect=True,
+                                  value=[])
+            unreviewed = gr.Slider(0, 1, value=DEFAULTS.unreviewed_weight, step=0.05,
+                                   label="Weight of unreviewed teacher captions (0 = reviewed only)")
+            val_fraction = gr.Slider(0, 0.5, value=DEFAULTS.val_fraction, step=0.05,
+                                     label="Validation share (split by recording)")
+            data_info = gr.Markdown()
+            gr.Markdown("### Model and loss")
+            base = gr.Dropdown(label="Start from", choices=base_model_choices(state), value=DEFAULTS.base_model,
+                               allow_custom_value=True)
+            loss = gr.Radio(["soft", "infonce"], value=DEFAULTS.loss, label="Loss",
+                            info="soft: targets (1-β)·I + β·caption similarity; infonce: plain symmetric InfoNCE")
+            beta = gr.Slider(0, 0.9, value=DEFAULTS.beta, step=0.05, label="β (soft loss)")
+            text_layers = gr.Slider(0, 6, value=0, step=1, label="MiniLM layers to fine-tune (0 = as the base model: frozen by default)")
+            with gr.Accordion("Hyper-parameters", open=False):
+                epochs = gr.Number(value=DEFAULTS.epochs, precision=0, minimum=1, label="Epochs")
+                batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=2, label="Batch size")
+                lr = gr.Number(value=DEFAULTS.lr, label="Learning rate (MLP, log-mel branch)")
+                prior_lr = gr.Number(value=DEFAULTS.prior_lr, label="Learning rate (class-name prior, projection)")
+                patience = gr.Number(value=DEFAULTS.patience, precision=0, minimum=0,
+                                     label="Early-stopping patience (epochs, 0 = off)")
+            with gr.Row():
+                launch_btn = gr.Button("Launch", variant="primary")
+            launch_msg = gr.Markdown()
+        with gr.Column(scale=2):
+            gr.Markdown("### Runs")
+            with gr.Row():
+                run_pick = gr.Dropdown(label="Run", choices=run_choices(state), value=None, allow_custom_value=True)
+                cancel_btn = gr.Button("Cancel run", variant="stop")
+                resume_btn = gr.Button("Resume")
+                activate_btn = gr.Button("Make active")
+            status = gr.Markdown("No run selected.")
+            with gr.Row():
+                loss_plot = gr.Plot(label="Loss")
+                recall_plot = gr.Plot(label="Validation")
+            log = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, interactive=False)
+            runs = gr.Dataframe(value=runs_table(state), interactive=False, wrap=True, max_height=260)
+            refresh_btn = gr.Button("Refresh", size="sm")
+    timer = gr.Timer(2.0)
+
+    settings_inputs = [base, loss, beta, epochs, batch, lr, prior_lr, unreviewed, val_fraction, patience,
+                       text_layers, sources]
+
+    def do_launch(base_v, loss_v, beta_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v, pat_v,
+                  layers_v, sources_v):
+        config = DEFAULTS.to_dict() | {
+            "base_model": base_v or "shipped", "loss": loss_v, "beta": float(beta_v), "epochs": int(epochs_v),
+            "batch_size": int(batch_v), "lr": float(lr_v), "prior_lr": float(prior_lr_v),
+            "unreviewed_weight": float(unrev_v), "val_fraction": float(valf_v), "patience": int(pat_v),
+            "text_trainable_layers": int(layers_v) if int(layers_v) > 0 else -1, "sources": list(sources_v or [])}
+        if pair_summary(state.ws, unreviewed_weight=config["unreviewed_weight"],
+                        sources=config["sources"] or None)["pairs"] < 2:
+            raise gr.Error("Fewer than 2 caption pairs to learn from: caption (and review) some clips first, "
+                           "or raise the weight of unreviewed captions.")
+        run = jobs.launch(state.ws, config)
+        return (f"Launched run {run.id} in the background (process {run.pid}).",
+                gr.update(choices=run_choices(state), value=run.id))
+
+    def do_cancel(run_id):
+        if run_id in (None, ""):
+            raise gr.Error("Pick a run first.")
+        run = jobs.cancel(state.ws, int(run_id))
+        return f"Run {run.id}: {run.status}. Its last checkpoint (if an epoch finished) stays usable."
+
+    def do_resume(run_id):
+        if run_id in (None, ""):
+            raise gr.Error("Pick a run first.")
+        try:
+            run = jobs.resume(state.ws, int(run_id))
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise gr.Error(str(exc))
+        return f"Resumed run {run.id} (process {run.pid})."
+
+    def do_activate(run_id):
+        if run_id in (None, ""):
+            raise gr.Error("Pick a run first.")
+        try:
+            model_id = jobs.promote(state.ws, int(run_id))
+        except FileNotFoundError as exc:
+            raise gr.Error(str(exc))
+        return f"`{model_id}` is now the active model: search and the map use it.", \
+            gr.update(choices=base_model_choices(state))
+
+    def tick(run_id):
+        return (*watch(state, run_id), runs_table(state))
+
+    launch_btn.click(do_launch, settings_inputs, [launch_msg, run_pick], api_name="train_launch",
+                     concurrency_limit=1)
+    cancel_btn.click(do_cancel, [run_pick], [launch_msg], api_name="train_cancel")
+    resume_btn.click(do_resume, [run_pick], [launch_msg], api_name="train_resume")
+    activate_btn.click(do_activate, [run_pick], [launch_msg, base], api_name="train_make_active")
+    run_pick.change(lambda r: watch(state, r), [run_pick], [status, loss_plot, recall_plot, log],
+                    api_name="train_watch")
+    refresh_btn.click(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name="train_refresh")
+    timer.tick(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name=False,
+               show_progress="hidden")
+    for comp in (unreviewed, sources):
+        comp.change(lambda u, s: data_markdown(state, u, s), [unreviewed, sources], [data_info], api_name=False)
+    root = gr.context.Context.root_block
+    if root is not None:
+        root.load(lambda u, s: (data_markdown(state, u, s), gr.update(choices=state.ws.catalog.sources()),
+                                gr.update(choices=run_choices(state)), runs_table(state)),
+                  [unreviewed, sources], [data_info, sources, run_pick, runs], api_name=False)
