@@ -148,7 +148,7 @@ def test_features_are_cached_on_disk(captioned_ws, monkeypatch):
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
-FAST = {"base_model": "fresh", "batch_size": 8, "val_fraction": 0.25, "lr": 3e-3, "prior_lr": 1e-3,
+FAST = {"base_model": "fresh", "batch_size": 8, "val_fraction": 0.25, "lr": 1e-3, "prior_lr": 3e-4,
         "unreviewed_weight": 1.0, "warmup_steps": 1, "patience": 0, "log_every": 1}
 
 
@@ -228,7 +228,7 @@ def test_train_tab_launches_and_cancels_a_run(captioned_ws, app_factory):
     message, run_id = client.predict("fresh", "soft", 0.3, 500, 8, 1e-3, 1e-4, 1.0, 0.25, 0, 0, [],
                                         api_name="/train_launch")
     assert "Launched run" in message
-    run_id = int(run_id)
+    run_id = int(run_id["value"] if isinstance(run_id, dict) else run_id)   # the dropdown comes back as an update
     run = ws.catalog.get_run(run_id)
     assert run.status == "running" and jobs.pid_alive(run.pid)
     assert os.getpgid(run.pid) == run.pid                 # its own process group
