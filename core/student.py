@@ -1,15 +1,17 @@
 """The student: a small audio-text embedder that keeps the teacher's ear and learns its words.
 
     audio ─▶ YAMNet front end ─┬▶ frozen quantised tagger ─▶ per-patch AudioSet logits ─▶ mean/max pool
-                               │        ├─ prior: p(class) · E      (E = MiniLM("the sound of {class}"), trainable)
-                               │        └─ residual MLP              (last layer zero-initialised)
-                               └▶ small log-mel CNN branch           (last layer zero-initialised)
+                               │        ├─ prior: (w ⊙ p(class)) · E  (E = MiniLM of how the teacher says each
+                               │        │                              class, "a dog barks"; w, E trainable)
+                               │        └─ residual MLP                (last layer zero-initialised)
+                               └▶ small 1-D log-mel CNN branch         (last layer zero-initialised)
                                     sum ─▶ L2-normalise ─▶ shared 384-d space
     text  ─▶ MiniLM (frozen, or its top layers trainable) ─▶ linear projection (identity-initialised) ─▶ L2
 
 Untrained, the audio vector is the tagger's class probabilities spread over the text embeddings
-of the class names, which already lands near a matching caption; training on teacher (and
-reviewed) captions only has to learn the corrections. Everything frozen (tagger, MiniLM) comes
+of the class phrases (room / silence classes weigh 0, generic parents 0.5), which already lands
+near a matching caption; training on teacher (and reviewed) captions only has to learn the
+corrections, and the log-mel branch what the tagger has no class for (which digit is spoken). Everything frozen (tagger, MiniLM) comes
 from packaged weights and is never written into a checkpoint: a checkpoint holds only what was
 trained, so the shipped student stays a few MB.
 
@@ -21,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -101,34 +102,10 @@ def pool_mel(mel: np.ndarray) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def log_mel_batch(waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """`yamnet.log_mel` for a batch: all waves framed into one padded array and one FFT call.
-
-    Frames never reach past their own wave, so padding the batch is harmless. scipy's FFT with one
-    worker beats torch.stft here (torch's thread pool costs more than it saves on these sizes)."""
-    import scipy.fft
-    if not len(waves):
-        return []
-    lengths = [max(len(w), yamnet.MIN_SAMPLES) for w in waves]
-    x = np.zeros((len(waves), max(lengths)), dtype=np.float32)
-    for i, w in enumerate(waves):
-        x[i, :len(w)] = w
-    frames = np.lib.stride_tricks.sliding_window_view(x, yamnet.FRAME, axis=1)[:, ::yamnet.HOP]
-    window, mel_matrix = _front_end()
-    spec = scipy.fft.rfft(frames * window, n=yamnet.NFFT, axis=-1, workers=1)      # [B, n, 257]
-    mel = np.log(np.abs(spec) @ mel_matrix + 0.001)
-    return [mel[i, :1 + (n - yamnet.FRAME) // yamnet.HOP] for i, n in enumerate(lengths)]
-
-
-@lru_cache(maxsize=1)
-def _front_end() -> tuple[np.ndarray, np.ndarray]:
-    return yamnet._window()[:yamnet.FRAME].copy(), yamnet._mel_matrix()
-
-
 def extract_features(waves: Sequence[np.ndarray], patch_hop: int = 96, tagger=None) -> list[AudioFeatures]:
     """Run the frozen front end on a batch: one log-mel per wave, all tagger patches in shared calls."""
     tagger = tagger or yamnet.get_tagger()
-    mels = log_mel_batch(waves)
+    mels = [yamnet.log_mel(w) for w in waves]
     per = [student_patches(m, patch_hop) for m in mels]
     if not per:
         return []
@@ -357,6 +334,7 @@ class Student(nn.Module):
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         save_file(self.trainable_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / WEIGHTS_NAME).chmod(0o644)         # safetensors writes 0600; checkpoints are shared files
         config = {"format_version": FORMAT_VERSION, "architecture": "hearsay-student", **self.config.to_dict()}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
         (tmp / CARD_NAME).write_text(model_card(self, card or {}))
@@ -475,7 +453,7 @@ def model_card(model: Student, info: dict) -> str:
         "",
     ]
     for title, key in (("Training data", "data"), ("Teacher", "teacher"), ("Training", "training"),
-                       ("Evaluation", "metrics"), ("Limitations", "limitations")):
+                       ("Evaluation", "metrics"), ("Limitations", "limitations"), ("Licences", "licenses")):
         value = info.get(key)
         if not value:
             continue

@@ -79,7 +79,7 @@ def cmd_train(args) -> int:
     def on_signal(signum, frame):   # Cancel in the UI: finish the current step, keep the last checkpoint
         stop["flag"] = True
 
-    signal.signal(signal.SIGTERM, on_signal)
+    previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         result = run_training(ws, cfg, run_id=args.run_id, run_dir=run_dir, resume=args.resume,
                               should_stop=lambda: stop["flag"])
@@ -89,6 +89,8 @@ def cmd_train(args) -> int:
     except InterruptedError:
         print("cancelled; resume with --resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(json.dumps({"run_id": result.run_id, "status": result.status, "epochs": result.epochs_done,
                       "model_id": result.model_id, "run_dir": str(result.run_dir), "best": result.best}))
     return 0 if result.status == "finished" else 130

@@ -45,7 +45,7 @@ def launch(ws: Workspace, config: dict | TrainConfig) -> Run:
 def resume(ws: Workspace, run_id: int, epochs: int | None = None) -> Run:
     """Continue a cancelled or failed run from its last checkpoint."""
     folder = run_dir(ws, run_id)
-    if not (folder / "last" / STATE_NAME).exists():
+    if not any((folder / d / STATE_NAME).exists() for d in ("last", "last.old")):
         raise FileNotFoundError(f"run {run_id} has no checkpoint to resume from")
     if is_running(ws, run_id):
         raise RuntimeError(f"run {run_id} is still running")

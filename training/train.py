@@ -41,17 +41,17 @@ STATE_NAME = "trainer_state.pt"
 class TrainConfig:
     """Every knob, with the defaults the Train tab shows. Overridable by --config FILE and flags."""
     base_model: str = "shipped"          # shipped | fresh | a workspace model id | a checkpoint folder
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 128
     grad_accum: int = 1
-    lr: float = 1e-3                     # residual MLP, log-mel branch
-    prior_lr: float = 1e-4               # class-name prior, text projection, temperature
+    lr: float = 3e-4                     # residual MLP, log-mel branch
+    prior_lr: float = 3e-4               # class-name prior, class weights, text projection, temperature
     text_lr: float = 2e-5                # fine-tuned MiniLM layers
     weight_decay: float = 0.01
     warmup_steps: int = 10
-    loss: str = "soft"                   # soft | infonce
-    beta: float = 0.3                    # soft-label share given to caption similarity
-    distill: float = 0.0                 # weight of a cosine pull of each clip onto its own caption
+    loss: str = "infonce"                # infonce | soft (see README: infonce + distill measured best)
+    beta: float = 0.3                    # soft-label share given to caption similarity (loss "soft")
+    distill: float = 1.0                 # weight of a cosine pull of each clip onto its own caption
     train_text_proj: bool = True         # False keeps the text side exactly MiniLM (prompts stay where they were)
     unreviewed_weight: float = 0.5       # teacher captions nobody reviewed (0 = leave out)
     import_weight: float = 1.0
@@ -407,7 +407,10 @@ def _save_last(model: Student, card: dict, run_dir: Path, optimizer, scheduler, 
 
 
 def _load_state(run_dir: Path) -> dict | None:
-    path = run_dir / "last" / STATE_NAME
+    last, old = run_dir / "last", run_dir / "last.old"
+    if not last.exists() and old.exists():      # killed between the two renames of a checkpoint swap
+        old.rename(last)
+    path = last / STATE_NAME
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -427,7 +430,8 @@ def _broadcast(value, accelerator):
 
 def latest_resumable_run(ws: Workspace) -> Path | None:
     for run in ws.catalog.runs():
-        if run.dir and (Path(run.dir) / "last" / STATE_NAME).exists() and run.status != "finished":
+        folder = Path(run.dir) if run.dir else None
+        if folder and run.status != "finished" and any((folder / d / STATE_NAME).exists() for d in ("last", "last.old")):
             return Path(run.dir)
     return None
 

@@ -121,9 +121,11 @@ def build(state: AppState) -> None:
             gr.Markdown("### Model and loss")
             base = gr.Dropdown(label="Start from", choices=base_model_choices(state), value=DEFAULTS.base_model,
                                allow_custom_value=True)
-            loss = gr.Radio(["soft", "infonce"], value=DEFAULTS.loss, label="Loss",
+            loss = gr.Radio(["infonce", "soft"], value=DEFAULTS.loss, label="Loss",
                             info="soft: targets (1-β)·I + β·caption similarity; infonce: plain symmetric InfoNCE")
             beta = gr.Slider(0, 0.9, value=DEFAULTS.beta, step=0.05, label="β (soft loss)")
+            distill = gr.Slider(0, 3, value=DEFAULTS.distill, step=0.25,
+                                label="Distillation weight (pull each clip onto its caption's point)")
             text_layers = gr.Slider(0, 6, value=0, step=1, label="MiniLM layers to fine-tune (0 = as the base model: frozen by default)")
             with gr.Accordion("Hyper-parameters", open=False):
                 epochs = gr.Number(value=DEFAULTS.epochs, precision=0, minimum=1, label="Epochs")
@@ -151,13 +153,14 @@ def build(state: AppState) -> None:
             refresh_btn = gr.Button("Refresh", size="sm")
     timer = gr.Timer(2.0)
 
-    settings_inputs = [base, loss, beta, epochs, batch, lr, prior_lr, unreviewed, val_fraction, patience,
+    settings_inputs = [base, loss, beta, distill, epochs, batch, lr, prior_lr, unreviewed, val_fraction, patience,
                        text_layers, sources]
 
-    def do_launch(base_v, loss_v, beta_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v, pat_v,
+    def do_launch(base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v, pat_v,
                   layers_v, sources_v):
         config = DEFAULTS.to_dict() | {
-            "base_model": base_v or "shipped", "loss": loss_v, "beta": float(beta_v), "epochs": int(epochs_v),
+            "base_model": base_v or "shipped", "loss": loss_v, "beta": float(beta_v), "distill": float(distill_v),
+            "epochs": int(epochs_v),
             "batch_size": int(batch_v), "lr": float(lr_v), "prior_lr": float(prior_lr_v),
             "unreviewed_weight": float(unrev_v), "val_fraction": float(valf_v), "patience": int(pat_v),
             "text_trainable_layers": int(layers_v) if int(layers_v) > 0 else -1, "sources": list(sources_v or [])}
