@@ -57,6 +57,7 @@ def session_options(threads: int | None = None):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")   # see core.yamnet: idle pools sleep
     threads = threads or int(os.environ.get("HEARSAY_ONNX_THREADS", 0) or 0)
     if threads:
         options.intra_op_num_threads = threads
