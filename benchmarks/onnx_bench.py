@@ -72,7 +72,7 @@ def run(scratch: Path, argv: list[str] | None) -> int:
     torch.set_num_threads(args.threads)
     from core import models
     from core.onnx_student import OnnxStudent
-    from core.student import Student, collate_features, extract_features
+    from core.student import Student, collate_features
     from training.export_onnx import _cosines, demo_texts, demo_waves, export
 
     try:
@@ -94,7 +94,7 @@ def run(scratch: Path, argv: list[str] | None) -> int:
     captions = (texts * 4)[:64]
     torch_texts, onnx_texts = (len(captions) / t for t in _paired(
         lambda: student.embed_text(captions), lambda: runtime.embed_text(captions), max(3, repeat // 4)))
-    batch = collate_features(extract_features(waves[:32], student.config.patch_hop))
+    batch = collate_features(student.features(waves[:32]))
     arrays = {k: v.numpy() for k, v in batch.items()}
     with torch.no_grad():
         torch_head, onnx_head = _paired(lambda: student.forward_audio(**batch), lambda: runtime.audio_head(arrays),

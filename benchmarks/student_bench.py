@@ -298,21 +298,21 @@ def epoch_speed(items: list[Item], captions: dict, n_clips: int = 2000, distinct
     import random
     import torch
     from core import audio
-    from core.student import Student, StudentConfig, extract_features
+    from core.student import Student, StudentConfig
     from training import data as D
     from training.losses import make_loss
     from training.train import TrainConfig, param_groups
     pool = [it for it in items if not it.test and it.sha in captions][:distinct]
-    feats = []
+    feats, front = [], Student(StudentConfig())
     for i in range(0, len(pool), 32):
-        feats += extract_features([audio.decode(it.path)[0] for it in pool[i:i + 32]], StudentConfig().patch_hop)
+        feats += front.features([audio.decode(it.path)[0] for it in pool[i:i + 32]])
     rng = random.Random(0)
     idx = [rng.randrange(len(pool)) for _ in range(n_clips)]
     pairs = [D.Pair(i, i, pool[i].sha, captions[pool[i].sha]["caption"], 1.0, "pending", pool[i].set) for i in idx]
     text = D.text_embeddings([p.caption for p in pairs])
     ds = D.PairDataset(pairs, [feats[i] for i in idx], text, D.Augment(), seed=0)
     cfg = TrainConfig.from_dict({k: v for k, v in SHIPPED_CONFIG.items()})
-    model = Student(StudentConfig())
+    model = front
     model.train()
     opt = torch.optim.AdamW(param_groups(model, cfg))
     loss_fn = make_loss(cfg.loss, cfg.beta, cfg.distill)

@@ -77,6 +77,7 @@ class OnnxStudent:
         self.model_id: str = meta["model_id"]
         self.dim: int = int(meta["dim"])
         self.patch_hop: int = int(meta["patch_hop"])
+        self.quiet_gain: bool = bool(meta.get("quiet_gain", False))
         self.logit_scale: float = float(meta.get("logit_scale", np.log(1 / 0.07)))
         options = session_options(threads)
         providers = ["CPUExecutionProvider"]
@@ -97,7 +98,8 @@ class OnnxStudent:
         from core.student import collate_features, extract_features
         out = []
         for i in range(0, len(waves), batch_size):
-            batch = collate_features(extract_features(waves[i:i + batch_size], self.patch_hop))
+            batch = collate_features(extract_features(waves[i:i + batch_size], self.patch_hop,
+                                                                quiet_gain=self.quiet_gain))
             out.append(self.audio_head({k: v.numpy() for k, v in batch.items()}))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 

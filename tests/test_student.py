@@ -131,6 +131,27 @@ def test_features_match_the_tagger():
     assert list(np.argsort(ours)[-3:]) == list(np.argsort(theirs)[-3:])
 
 
+def test_quiet_clips_are_lifted_for_the_tagger_only(shared_data):
+    """A quiet booth recording: the tagger hears it raised (as the teacher does) and stops hearing
+    "Silence"; the log-mel branch keeps the true level; a loud clip is left exactly as it was."""
+    from core import audio, yamnet
+    wave = audio.decode(shared_data / "jt_booth_sounds" / "audio" / "ElectricShaver__Shaver01.flac")[0]
+    assert yamnet.tagging_gain(wave) > 2.0
+    plain, lifted = extract_features([wave]), extract_features([wave], quiet_gain=True)
+    silence = yamnet.class_names().index("Silence")
+    assert yamnet.pool(plain[0].logits)[silence] > 0.5 > yamnet.pool(lifted[0].logits)[silence]
+    assert np.array_equal(plain[0].mel, lifted[0].mel)
+    loud = tone(2.0, 440.0, amp=0.5)
+    assert yamnet.tagging_gain(loud) == 1.0
+    assert np.array_equal(extract_features([loud])[0].logits, extract_features([loud], quiet_gain=True)[0].logits)
+
+
+def test_checkpoints_from_before_the_gain_keep_their_front_end():
+    assert StudentConfig().quiet_gain is True
+    assert StudentConfig.from_dict({"name": "old"}).quiet_gain is False
+    assert StudentConfig.from_dict(StudentConfig().to_dict()).quiet_gain is True
+
+
 # -- core.models -------------------------------------------------------------------------------------------
 def test_models_resolve_folders_ids_and_active(ws, student, tmp_path):
     folder = student.save(tmp_path / "m1")

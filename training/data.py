@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core.student import AudioFeatures, collate_features, extract_features
+from core.student import AudioFeatures, collate_features, extract_features, front_end_key
 from core.workspace import Workspace
 
 REVIEWED = ("accepted", "edited")
@@ -125,11 +125,11 @@ class FeatureCache:
         tmp.replace(path)
 
 
-def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, batch: int = 32,
-                    progress: Progress | None = None, should_stop: Callable[[], bool] | None = None
-                    ) -> list[AudioFeatures]:
+def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, quiet_gain: bool = False,
+                    batch: int = 32, progress: Progress | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> list[AudioFeatures]:
     """Features for every pair's clip, computing (and caching) only the missing ones."""
-    cache = FeatureCache(ws.cache_dir / "features" / f"yamnet-w8a8-hop{patch_hop}-v1")
+    cache = FeatureCache(ws.cache_dir / "features" / front_end_key(patch_hop, quiet_gain))
     out: list[AudioFeatures | None] = [cache.load(p.key) for p in pairs]
     todo = [i for i, f in enumerate(out) if f is None]
     for n in range(0, len(todo), batch):
@@ -139,7 +139,7 @@ def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, bat
         if progress:
             progress(n, len(todo), "computing audio features")
         waves = [ws.load_clip(pairs[i].clip_id) for i in idx]
-        for i, f in zip(idx, extract_features(waves, patch_hop)):
+        for i, f in zip(idx, extract_features(waves, patch_hop, quiet_gain=quiet_gain)):
             cache.save(pairs[i].key, f)
             out[i] = AudioFeatures(f.logits, f.mel.astype(np.float16))   # exactly what a later run will load
     if progress and todo:

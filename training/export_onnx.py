@@ -95,7 +95,7 @@ class TextTower(nn.Module):
 def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndarray] | None = None,
            texts: Sequence[str] = PROBE_TEXTS, min_cosine: float = MIN_COSINE) -> ExportReport:
     """Write the ONNX files for a loaded `core.student.Student`, verify them, and mark them valid."""
-    from core.student import collate_features, extract_features
+    from core.student import collate_features
     from core.text_encoder import minilm_path
     if opset < 17:
         raise ValueError("opset must be 17 or later")
@@ -107,7 +107,7 @@ def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndar
     waves = list(waves if waves is not None else demo_waves())
 
     # audio head: traced on two real clips of different lengths, every axis dynamic
-    sample = collate_features(extract_features(waves[:2], student.config.patch_hop))
+    sample = collate_features(student.features(waves[:2]))
     audio_axes = {"logits": {0: "batch", 1: "patches"}, "mask": {0: "batch", 1: "patches"},
                   "mel": {0: "batch", 1: "frames"}, "mel_lengths": {0: "batch"}, "embedding": {0: "batch"}}
     _onnx_export(AudioHead(student), tuple(sample[k] for k in ox.AUDIO_INPUTS), out / ox.AUDIO_NAME,
@@ -121,7 +121,7 @@ def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndar
     (out / ox.TOKENIZER_NAME).write_bytes((Path(minilm_path()) / ox.TOKENIZER_NAME).read_bytes())
 
     meta = {"model_id": student.model_id, "digest": student.digest(), "dim": student.dim,
-            "patch_hop": student.config.patch_hop, "logit_scale": float(student.logit_scale.detach()),
+            "patch_hop": student.config.patch_hop, "quiet_gain": student.config.quiet_gain, "logit_scale": float(student.logit_scale.detach()),
             "max_seq_length": tower.max_seq_length, "pad_id": 0, "pad_token": "[PAD]", "opset": opset,
             "torch": torch.__version__}
     # verify with the runtime the app will use, on real clips (in uneven batches) and varied texts

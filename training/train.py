@@ -273,7 +273,8 @@ def _train(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, star
             f"({len({p.recording_id for p in val_pairs})} held-out recordings)")
     progress = (lambda d, t, m: say(f"{m}: {d}/{t}")) if main else None
     with accelerator.main_process_first():     # one process fills the feature cache, the rest read it
-        feats = D.cached_features(ws, train_pairs + val_pairs, model.config.patch_hop, progress=progress,
+        feats = D.cached_features(ws, train_pairs + val_pairs, model.config.patch_hop,
+                                  quiet_gain=model.config.quiet_gain, progress=progress,
                                   should_stop=should_stop)
     text_base = D.text_embeddings([p.caption for p in train_pairs + val_pairs])
     n = len(train_pairs)

@@ -23,7 +23,6 @@ from core.teachers.descriptors import describe, voice_pitch
 
 log = logging.getLogger(__name__)
 
-QUIET_TARGET_DB = -25.0       # see tagging_gain
 SPEECH_LIKELY = 0.45          # pooled YAMNet "Speech" score above which Whisper runs
 VOICE_LIKELY = 0.3            # speech or singing: worth estimating the voice's pitch
 VOICE_CLASSES = ("Speech", "Singing", "Child speech, kid speaking", "Narration, monologue", "Conversation")
@@ -65,8 +64,8 @@ class EmbeddedTeacher(Teacher):
         waves = [np.asarray(w, dtype=np.float32) for w in waves]
         mels = [yamnet.log_mel(w) for w in waves]
         # the tagger hears quiet recordings raised to a usable level; descriptors keep the true level
-        tag_mels = [m if g == 1.0 else _scaled_log_mel(m, g) for m, g in zip(mels, map(tagging_gain, waves))]
-        per_clip = [_patches_from_mel(m) for m in tag_mels]
+        tag_mels = [yamnet.scaled_log_mel(m, yamnet.tagging_gain(w)) for m, w in zip(mels, waves)]
+        per_clip = [yamnet.patches_from_mel(m) for m in tag_mels]
         flat = self.tagger.patch_logits_from_patches(np.concatenate(per_clip))
         bounds = np.cumsum([0] + [len(p) for p in per_clip])
         scenes = []
@@ -95,33 +94,3 @@ class EmbeddedTeacher(Teacher):
         except Exception as exc:  # noqa: BLE001 - a missing Whisper must not lose the sound caption
             log.warning("speech transcription failed: %s", exc)
             return None
-
-
-def tagging_gain(wave: np.ndarray) -> float:
-    """Gain that lifts a quiet clip's loudest 16 ms block to QUIET_TARGET_DB (never turns one down).
-
-    The quantised YAMNet's input range starts at log(0.001): recordings made at their true, low level
-    (booth recordings, distant sources) fall into its floor and get mislabelled. On the shared sets this
-    took booth-recorded sounds from 20 % to 31 % zero-shot accuracy.
-    """
-    n = len(wave) // 256
-    if n == 0:
-        return 1.0
-    blocks = wave[: n * 256].reshape(n, 256)
-    peak_db = 20 * np.log10(float(np.sqrt((blocks ** 2).mean(axis=1)).max()) + 1e-9)
-    if peak_db >= QUIET_TARGET_DB or peak_db < -90:
-        return 1.0
-    return float(min(10 ** ((QUIET_TARGET_DB - peak_db) / 20), 1.0 / (float(np.abs(wave).max()) + 1e-9)))
-
-
-def _scaled_log_mel(mel: np.ndarray, gain: float) -> np.ndarray:
-    """YAMNet's log(|X|·M + 0.001) of `gain`·wave, from the log-mel of the wave (no second FFT)."""
-    return np.log(gain * np.maximum(np.exp(mel) - 0.001, 0.0) + 0.001).astype(np.float32)
-
-
-def _patches_from_mel(mel: np.ndarray) -> np.ndarray:
-    """yamnet.patches, from a log-mel we already have (the descriptors reuse it)."""
-    if len(mel) < yamnet.PATCH_FRAMES:
-        mel = np.pad(mel, ((0, yamnet.PATCH_FRAMES - len(mel)), (0, 0)), constant_values=np.log(0.001))
-    starts = range(0, len(mel) - yamnet.PATCH_FRAMES + 1, yamnet.PATCH_HOP)
-    return np.stack([mel[s:s + yamnet.PATCH_FRAMES] for s in starts])
