@@ -25,3 +25,33 @@ def test_run_one_collects_json_failures_and_quick_flag(tmp_path):
     text = run_all.table([row, row_bad], run_all.machine())
     assert "cores" in text and "quick=True" in text and "failed (exit 3)" in text
     json.dumps(run_all.machine())                      # the machine description is plain JSON
+
+
+def test_student_bench_folds_keep_groups_together_and_hold_every_clip_out_once(shared_data):
+    """The `cv` protocol: each evaluation clip in exactly one fold, a Freesound source never in two,
+    every fsdd speaker in every fold (folds are by recording number), training-only sets in none."""
+    import csv
+    from collections import defaultdict
+    from benchmarks.student_bench import EVAL_SETS, Item, cv_fold
+    items = []
+    for name in EVAL_SETS + ["ovos_animals"]:
+        for row in csv.DictReader(open(shared_data / name / "meta.csv", newline="", encoding="utf-8")):
+            group = row.get("freesound_or_source_id") or row.get("uuid") or row["filename"]
+            items.append(Item(name, row["filename"], shared_data / name / "audio" / row["filename"],
+                              row.get("label"), group, row.get("split", "")))
+    folds = {(it.set, it.filename): cv_fold(it) for it in items}
+    assert all(folds[(it.set, it.filename)] is None for it in items if it.set == "ovos_animals")
+    assert all(folds[(it.set, it.filename)] in (0, 1, 2) for it in items if it.set in EVAL_SETS)
+    sources = defaultdict(set)
+    for it in items:
+        if it.set == "kitchen20":
+            sources[it.group].add(folds[(it.set, it.filename)])
+    assert max(len(f) for f in sources.values()) == 1
+    speakers = defaultdict(set)
+    for it in items:
+        if it.set == "fsdd":
+            speakers[it.filename.split("_")[1]].add(folds[(it.set, it.filename)])
+    assert all(f == {0, 1, 2} for f in speakers.values())
+    for name in EVAL_SETS:                      # no fold is empty or holds nearly everything
+        sizes = [sum(1 for it in items if it.set == name and folds[(it.set, it.filename)] == k) for k in range(3)]
+        assert min(sizes) > 0.15 * sum(sizes)

@@ -159,7 +159,9 @@ def _train_loss(ws, model_dir) -> float:
     from training.train import evaluate
     model = Student.load(model_dir) if model_dir else None
     pairs = D.collect_pairs(ws, unreviewed_weight=1.0)
-    ds = D.PairDataset(pairs, D.cached_features(ws, pairs, 96), D.text_embeddings([p.caption for p in pairs]))
+    gain = model.config.quiet_gain if model else False
+    ds = D.PairDataset(pairs, D.cached_features(ws, pairs, 96, quiet_gain=gain),
+                       D.text_embeddings([p.caption for p in pairs]))
     return evaluate(model, ds, make_loss("soft", 0.3))["val_loss"]
 
 
@@ -181,6 +183,10 @@ def test_two_epochs_on_cpu_reduce_the_loss(captioned_ws):
     assert run.status == "finished" and run.model_id == result.model_id
     assert ws.catalog.get_model(result.model_id).path == str(result.model_path)
     assert (result.model_path / "model.safetensors").exists()
+    # keep=last (the default): the registered model is the final epoch's, whatever validation said
+    assert result.best["epoch"] == 2
+    assert (result.model_path / "model.safetensors").read_bytes() == \
+        (result.run_dir / "last" / "model.safetensors").read_bytes()
 
 
 def _cli(ws, *args) -> list[str]:
@@ -227,12 +233,13 @@ def test_train_tab_launches_and_cancels_a_run(captioned_ws, app_factory):
     ws = captioned_ws
     url = app_factory(AppState(ws.settings))
     client = Client(url, verbose=False)
-    message, run_id = client.predict("fresh", "soft", 0.3, 1.0, 500, 8, 1e-3, 1e-4, 1.0, 0.25, 0, 0, [],
+    message, run_id = client.predict("fresh", "soft", 0.3, 1.0, 500, 8, 1e-3, 1e-4, 1.0, 0.25, 0, 0, [], "best",
                                         api_name="/train_launch")
     assert "Launched run" in message
     run_id = int(run_id["value"] if isinstance(run_id, dict) else run_id)   # the dropdown comes back as an update
     run = ws.catalog.get_run(run_id)
     assert run.status == "running" and jobs.pid_alive(run.pid)
+    assert run.config["keep"] == "best" and run.config["loss"] == "soft"     # the form's settings reached the run
     assert os.getpgid(run.pid) == run.pid                 # its own process group
     deadline = time.time() + 240                          # let it get going: at least one metrics row
     while not jobs.read_metrics(ws, run_id) and time.time() < deadline and jobs.is_running(ws, run_id):

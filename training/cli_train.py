@@ -20,7 +20,7 @@ FLAGS = {
     "--import-weight": "import_weight", "--min-confidence": "min_confidence", "--val-fraction": "val_fraction",
     "--patience": "patience", "--seed": "seed", "--device": "device", "--mixed-precision": "mixed_precision",
     "--text-trainable-layers": "text_trainable_layers", "--name": "name", "--warmup-steps": "warmup_steps",
-    "--crop-min": "crop_min",
+    "--crop-min": "crop_min", "--keep": "keep",
 }
 
 
@@ -35,7 +35,8 @@ def register(sub) -> None:
     p.add_argument("--config", help="a JSON or TOML file of training settings (flags override it)")
     for flag, name in FLAGS.items():
         value = getattr(defaults, name)
-        kwargs = {"choices": ["infonce", "soft"]} if name == "loss" else {}
+        kwargs = {"choices": {"loss": ["infonce", "soft"], "keep": ["last", "best"]}[name]} \
+            if name in ("loss", "keep") else {}
         p.add_argument(flag, dest=name, type=type(value), default=None, help=f"default {value!r}", **kwargs)
     p.add_argument("--source", dest="sources", action="append", help="train only on this source (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (of --run-dir, "

@@ -7,8 +7,8 @@ Accelerate supplies the device, mixed precision (bf16 where the GPU has it, else
 CPU), gradient accumulation and multi-process data sharding; the loss gathers negatives across
 processes. Every epoch writes `metrics.jsonl`, validates (R@1/5/10 both ways on held-out
 recordings, zero-shot accuracy when they carry labels), checkpoints `last/` (student +
-optimizer state, for `--resume`) and, when validation improves, `best/`. Early stopping watches
-the label-free validation recall, never the labels.
+optimizer state, for `--resume`) and `best/`: the final epoch (keep=last, the default) or the epoch
+with the best label-free validation recall (keep=best, with early stopping); never the labels.
 """
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ class TrainConfig:
     min_confidence: float = 0.0          # leave out teacher captions below this confidence
     sources: list[str] = field(default_factory=list)   # restrict to these sources (empty: all)
     val_fraction: float = 0.1
-    patience: int = 3                    # epochs without validation gain before stopping (0: never)
+    keep: str = "last"                   # last: the final epoch (the cosine schedule ends at 0); best: the
+                                         # epoch with the best validation recall (it favours early epochs:
+                                         # measured, the log-mel branch was still learning after them)
+    patience: int = 3                    # with keep=best: epochs without validation gain before stopping (0: never)
     crop_min: float = 0.6
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | mps
@@ -74,6 +77,8 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        if values.get("keep", "last") not in ("last", "best"):
+            raise ValueError(f"keep must be 'last' or 'best', not {values['keep']!r}")
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -342,8 +347,8 @@ def _train(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, star
         accelerator.wait_for_everyone()
         if main:
             row.update(evaluate(raw, val_ds, loss_fn))
-            improved = not best or row.get("val_recall_mean", 0.0) > best.get("val_recall_mean", 0.0) \
-                or not val_ds.pairs
+            improved = cfg.keep == "last" or not best or not val_ds.pairs \
+                or row.get("val_recall_mean", 0.0) > best.get("val_recall_mean", 0.0)
             bad = 0 if improved else bad + 1
             if improved:
                 best = {k: v for k, v in row.items() if k.startswith("val_") or k in ("epoch", "loss")}

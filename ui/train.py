@@ -132,8 +132,10 @@ def build(state: AppState) -> None:
                 batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=2, label="Batch size")
                 lr = gr.Number(value=DEFAULTS.lr, label="Learning rate (MLP, log-mel branch)")
                 prior_lr = gr.Number(value=DEFAULTS.prior_lr, label="Learning rate (class-name prior, projection)")
+                keep = gr.Radio(["last", "best"], value=DEFAULTS.keep, label="Checkpoint to keep",
+                                info="last: the final epoch; best: best validation recall, with early stopping")
                 patience = gr.Number(value=DEFAULTS.patience, precision=0, minimum=0,
-                                     label="Early-stopping patience (epochs, 0 = off)")
+                                     label="Early-stopping patience (epochs, 0 = off; with 'best')")
             with gr.Row():
                 launch_btn = gr.Button("Launch", variant="primary")
             launch_msg = gr.Markdown()
@@ -154,16 +156,17 @@ def build(state: AppState) -> None:
     timer = gr.Timer(2.0)
 
     settings_inputs = [base, loss, beta, distill, epochs, batch, lr, prior_lr, unreviewed, val_fraction, patience,
-                       text_layers, sources]
+                       text_layers, sources, keep]
 
     def do_launch(base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v, pat_v,
-                  layers_v, sources_v):
+                  layers_v, sources_v, keep_v="last"):
         config = DEFAULTS.to_dict() | {
             "base_model": base_v or "shipped", "loss": loss_v, "beta": float(beta_v), "distill": float(distill_v),
             "epochs": int(epochs_v),
             "batch_size": int(batch_v), "lr": float(lr_v), "prior_lr": float(prior_lr_v),
             "unreviewed_weight": float(unrev_v), "val_fraction": float(valf_v), "patience": int(pat_v),
-            "text_trainable_layers": int(layers_v) if int(layers_v) > 0 else -1, "sources": list(sources_v or [])}
+            "text_trainable_layers": int(layers_v) if int(layers_v) > 0 else -1, "sources": list(sources_v or []),
+            "keep": keep_v or "last"}
         if pair_summary(state.ws, unreviewed_weight=config["unreviewed_weight"],
                         sources=config["sources"] or None)["pairs"] < 2:
             raise gr.Error("Fewer than 2 caption pairs to learn from: caption (and review) some clips first, "
