@@ -356,7 +356,7 @@ def epoch_speed(items: list[Item], captions: dict, n_clips: int = 2000, distinct
     t0, c0 = time.perf_counter(), time.process_time()
     for batch in loader:
         audio_emb, text_emb, scale = model(batch["logits"], batch["mask"], batch["mel"], batch["mel_lengths"],
-                                           text_base=batch["text_base"])
+                                           text_base=batch["text_base"], emb=batch.get("emb"))
         loss = loss_fn(audio_emb, text_emb, scale, batch["text_base"], batch["weight"])
         opt.zero_grad()
         loss.backward()

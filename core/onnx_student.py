@@ -24,7 +24,7 @@ import numpy as np
 
 EXPORT_DIR, CONFIG_NAME = "onnx", "onnx_config.json"
 AUDIO_NAME, TEXT_NAME, TOKENIZER_NAME = "audio_head.onnx", "text.onnx", "tokenizer.json"
-AUDIO_INPUTS = ("logits", "mask", "mel", "mel_lengths")
+AUDIO_INPUTS = ("logits", "mask", "mel", "mel_lengths")     # + "emb" for students that use the tagger's embeddings
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -78,6 +78,7 @@ class OnnxStudent:
         self.dim: int = int(meta["dim"])
         self.patch_hop: int = int(meta["patch_hop"])
         self.quiet_gain: bool = bool(meta.get("quiet_gain", False))
+        self.embeddings: bool = bool(meta.get("tagger_embeddings", False))
         self.logit_scale: float = float(meta.get("logit_scale", np.log(1 / 0.07)))
         options = session_options(threads)
         providers = ["CPUExecutionProvider"]
@@ -99,7 +100,8 @@ class OnnxStudent:
         out = []
         for i in range(0, len(waves), batch_size):
             batch = collate_features(extract_features(waves[i:i + batch_size], self.patch_hop,
-                                                                quiet_gain=self.quiet_gain))
+                                                                quiet_gain=self.quiet_gain,
+                                                                embeddings=self.embeddings))
             out.append(self.audio_head({k: v.numpy() for k, v in batch.items()}))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
@@ -107,6 +109,8 @@ class OnnxStudent:
         """Batch arrays shaped like `collate_features` → [B, dim] (the trainable part only)."""
         feed = {"logits": batch["logits"].astype(np.float32), "mask": batch["mask"].astype(bool),
                 "mel": batch["mel"].astype(np.float32), "mel_lengths": batch["mel_lengths"].astype(np.int64)}
+        if "emb" in batch:
+            feed["emb"] = batch["emb"].astype(np.float32)
         return self._audio.run(None, feed)[0]
 
     # -- text --------------------------------------------------------------------------------------------

