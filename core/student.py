@@ -475,9 +475,11 @@ def model_card(model: Student, info: dict) -> str:
         "A Hearsay student: a small audio-text embedding model for text-to-sound search and zero-shot tagging.",
         "",
         "## Architecture",
-        f"- Audio: the packaged quantised YAMNet tagger (frozen; patches every {c.patch_hop} frames) → "
+        f"- Audio: the packaged quantised YAMNet tagger (frozen; patches every {c.patch_hop} frames"
+        + ("; quiet clips lifted to -25 dB peak first" if c.quiet_gain else "") + ") → "
         "mean/max-pooled AudioSet probabilities → a class-name prior (MiniLM embeddings of "
         f"{', '.join(repr(t) for t in c.prompt_templates)}; {c.prior_weights} class weights; trainable) + a zero-initialised residual MLP"
+        + (" (over the probabilities and the tagger's 1024-d patch embeddings)" if c.tagger_embeddings else "")
         + (" + a small log-mel CNN branch" if c.mel_branch else "") + f" → L2-normalised {c.dim}-d vector.",
         f"- Text: `{c.text_model}` (MiniLM-L6, "
         + ("frozen" if not c.text_trainable_layers else f"top {c.text_trainable_layers} layer(s) fine-tuned")

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a student on the workspace's caption pairs",
                        description="Contrastive training of the student on reviewed (and optionally unreviewed) "
                                    "caption pairs. Writes runs/run-NNNN/{metrics.jsonl,last/,best/} and registers "
-                                   "the best checkpoint as a model.")
+                                   "best/ as a model: the final epoch (--keep last, the default) or the epoch "
+                                   "with the best validation recall (--keep best, with --patience).")
     p.add_argument("--workspace", default=argparse.SUPPRESS, help="workspace folder")
     p.add_argument("--config", help="a JSON or TOML file of training settings (flags override it)")
     for flag, name in FLAGS.items():
