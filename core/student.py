@@ -114,7 +114,7 @@ def extract_features(waves: Sequence[np.ndarray], patch_hop: int = 96, tagger=No
     With `quiet_gain` the tagger hears a quiet clip lifted to a usable level (`yamnet.tagging_gain`, the
     embedded teacher's rule); the log-mel branch keeps the true level."""
     tagger = tagger or yamnet.get_tagger()
-    mels = [yamnet.log_mel(w) for w in waves]
+    mels = yamnet.log_mels(waves)
     tag_mels = [yamnet.scaled_log_mel(m, yamnet.tagging_gain(w)) for m, w in zip(mels, waves)] if quiet_gain else mels
     per = [student_patches(m, patch_hop) for m in tag_mels]
     if not per:

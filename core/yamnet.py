@@ -70,6 +70,20 @@ def log_mel(wave: np.ndarray) -> np.ndarray:
     return np.log(magnitude @ _mel_matrix() + 0.001)
 
 
+@lru_cache(maxsize=1)
+def _blas():
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+
+def log_mels(waves) -> list[np.ndarray]:
+    """`log_mel` of each wave with BLAS held to one thread: its small matmuls gain nothing from a second
+    thread, and idle OpenBLAS threads spin on the cores the tagger needs next (measured: student audio
+    embedding 12.5-13 -> 9-10.5 ms of CPU per 5 s clip on 2 cores). The limit is process-wide while it lasts."""
+    with _blas().limit(limits=1, user_api="blas"):
+        return [log_mel(w) for w in waves]
+
+
 def tagging_gain(wave: np.ndarray) -> float:
     """Gain that lifts a quiet clip's loudest 16 ms block to QUIET_TARGET_DB (never turns one down).
 

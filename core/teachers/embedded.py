@@ -62,7 +62,7 @@ class EmbeddedTeacher(Teacher):
         if not waves:
             return []
         waves = [np.asarray(w, dtype=np.float32) for w in waves]
-        mels = [yamnet.log_mel(w) for w in waves]
+        mels = yamnet.log_mels(waves)
         # the tagger hears quiet recordings raised to a usable level; descriptors keep the true level
         tag_mels = [yamnet.scaled_log_mel(m, yamnet.tagging_gain(w)) for m, w in zip(mels, waves)]
         per_clip = [yamnet.patches_from_mel(m) for m in tag_mels]
