@@ -119,7 +119,7 @@ def extract_features(waves: Sequence[np.ndarray], patch_hop: int = 96, tagger=No
     per = [student_patches(m, patch_hop) for m in tag_mels]
     if not per:
         return []
-    flat, emb = tagger.patch_outputs_from_patches(np.concatenate(per))
+    flat, emb = tagger.patch_outputs_from_patches(np.concatenate(per), embeddings=embeddings)
     if embeddings and emb is None:
         raise RuntimeError("this YAMNet graph does not expose its embeddings; the student needs them")
     bounds = np.cumsum([0] + [len(p) for p in per])

@@ -162,25 +162,27 @@ class YamnetTagger:
         q = np.round(mel_patches / self.in_scale + self.in_zero)
         return np.clip(q, 0, 255).astype(np.uint8)
 
-    def patch_outputs_from_patches(self, mel_patches: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """[P, 96, 64] float log-mel → ([P, 521] logits, [P, 1024] embeddings or None)."""
+    def patch_outputs_from_patches(self, mel_patches: np.ndarray, embeddings: bool = True
+                                   ) -> tuple[np.ndarray, np.ndarray | None]:
+        """[P, 96, 64] float log-mel → ([P, 521] logits, [P, 1024] embeddings, or None when not asked for
+        or the graph lacks them)."""
         q = self.quantise(mel_patches)[:, None]            # [P, 1, 96, 64]
         scores, embs = [], []
         with self._lock:
             for i in range(0, len(q), self.batch):
                 out = self.session.run(None, {self.input_name: q[i:i + self.batch]})
                 scores.append(out[0])
-                if self.has_embeddings:
+                if embeddings and self.has_embeddings:
                     embs.append(out[1])
         logits = self.out_scale * (np.concatenate(scores).reshape(len(q), -1).astype(np.float32) - self.out_zero)
-        if not self.has_embeddings:
+        if not embs:
             return logits, None
         emb = self.emb_scale * (np.concatenate(embs).reshape(len(q), -1).astype(np.float32) - self.emb_zero)
         return logits, emb
 
     def patch_logits_from_patches(self, mel_patches: np.ndarray) -> np.ndarray:
         """[P, 96, 64] float log-mel → [P, 521] logits."""
-        return self.patch_outputs_from_patches(mel_patches)[0]
+        return self.patch_outputs_from_patches(mel_patches, embeddings=False)[0]
 
     def patch_logits(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """Per wave: [P_i, 521] logits, one row per 0.96 s patch. All patches run in shared batches."""

@@ -146,6 +146,20 @@ def test_quiet_clips_are_lifted_for_the_tagger_only(shared_data):
     assert np.array_equal(extract_features([loud])[0].logits, extract_features([loud], quiet_gain=True)[0].logits)
 
 
+def test_tagger_embeddings_come_from_the_same_pass():
+    """The 1024-d embeddings ride along with the class scores: same logits, non-negative (post-ReLU)
+    embeddings that differ between different sounds."""
+    from core import yamnet
+    tagger = yamnet.get_tagger()
+    assert tagger.has_embeddings
+    p = np.concatenate([yamnet.patches(tone(2.0, 440.0)), yamnet.patches(tone(2.0, 3000.0, amp=0.05))])
+    logits, emb = tagger.patch_outputs_from_patches(p)
+    assert np.array_equal(logits, tagger.patch_logits_from_patches(p))
+    assert emb.shape == (len(p), yamnet.EMB_DIM) and emb.min() >= 0 and emb.max() > 0
+    assert not np.allclose(emb[0], emb[-1])
+    assert tagger.patch_outputs_from_patches(p, embeddings=False)[1] is None
+
+
 def test_checkpoints_from_before_the_gain_and_embeddings_keep_their_front_end():
     assert StudentConfig().quiet_gain is True and StudentConfig().tagger_embeddings is True
     old = StudentConfig.from_dict({"name": "old"})
