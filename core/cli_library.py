@@ -5,7 +5,7 @@ import argparse
 import json
 import threading
 
-from core.importer import import_paths
+from core.importer import import_paths, printable
 from core.workspace import Workspace
 
 
@@ -56,8 +56,8 @@ def cmd_import(args) -> int:
     finally:
         bar.close()
     for r in report.results:
-        if args.verbose or r.status == "error":
-            print(f"{r.status:9} {r.name}: {r.message}")
+        if args.verbose or r.status in ("error", "warning"):
+            print(printable(f"{r.status:9} {r.name}: {r.message}"))     # one line per file, whatever the names
     print(report.summary())
     return 1 if report.count("error") and not report.count("imported") and not report.count("duplicate") else 0
 
