@@ -7,18 +7,80 @@ outside this module. Captions and review events are append-only.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 REVIEW_STATUSES = ("pending", "accepted", "edited", "rejected", "skipped")
 
+RESTORE_HINT = "restore a backup with `python -m core restore BACKUP.zip NEW_FOLDER`"
+
+
+class CatalogUnusable(RuntimeError):
+    """The catalogue cannot be used as it is; the message says what happened and how to recover."""
+
+
+class CatalogLost(CatalogUnusable):
+    """catalog.db is missing or empty although the workspace holds audio."""
+
+
+class CatalogCorrupt(CatalogUnusable):
+    """catalog.db is not a readable SQLite database (truncated, overwritten)."""
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    # OperationalError ("database is locked", "disk full") is a DatabaseError too, but not damage.
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def stored_path(path: str | Path, root: Path) -> str:
+    """How a path is kept in the catalogue: relative when it lies under the workspace root, so a
+    restored or moved workspace still finds its own files; anything else is kept absolute."""
+    text = str(path)
+    if not text:
+        return text
+    text = os.path.abspath(text)          # a relative path was always relative to the current folder
+    for candidate in (Path(text), Path(text).resolve()):     # resolved too: the root itself is resolved
+        if candidate.is_relative_to(root):
+            return candidate.relative_to(root).as_posix()
+    return text
+
+
+def absolute_path(stored: str, root: Path) -> str:
+    return str(root / stored) if stored and not Path(stored).is_absolute() else stored
+
+
+def _relative_paths(db: sqlite3.Connection, root: Path) -> None:
+    """v3: rewrite absolute model and run paths as relative ones.
+
+    Paths under this root become relative. A path into another workspace's `models/` or `runs/`
+    whose same-named folder exists here (a restored copy of an older backup) points here instead.
+    """
+    def rewrite(value: str, folder: str) -> str:
+        if not value or not Path(value).is_absolute():
+            return value
+        kept = stored_path(value, root)
+        if not Path(kept).is_absolute():
+            return kept
+        old = Path(value)
+        if old.parent.name == folder and (root / folder / old.name).exists():
+            return f"{folder}/{old.name}"
+        return value
+
+    for model_id, path in db.execute("SELECT id, path FROM models").fetchall():
+        db.execute("UPDATE models SET path=? WHERE id=?", (rewrite(path, "models"), model_id))
+    for run_id, folder in db.execute("SELECT id, dir FROM runs").fetchall():
+        db.execute("UPDATE runs SET dir=? WHERE id=?", (rewrite(folder, "runs"), run_id))
+
+
 # Each entry moves the schema one version up; never edit a released entry, append a new one.
-MIGRATIONS: list[str] = [
+# An entry is SQL, or a function(db, workspace root) for steps SQL cannot express.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection, Path], None]] = [
     # v1
     """
     CREATE TABLE recordings(
@@ -110,6 +172,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX annotations_clip ON annotations(clip_id, annotator);
     CREATE INDEX review_events_annotator ON review_events(annotator);
     """,
+    # v3: models.path and runs.dir relative to the workspace root (see _relative_paths above)
+    _relative_paths,
 ]
 
 
@@ -290,9 +354,9 @@ def _annotation(r: sqlite3.Row) -> Annotation:
                       r["action"], r["created"])
 
 
-def _run(r: sqlite3.Row) -> Run:
-    return Run(r["id"], r["status"], json.loads(r["config"]), r["dir"], r["pid"], r["model_id"], r["error"],
-               r["created"], r["updated"])
+def _run(r: sqlite3.Row, root: Path) -> Run:
+    return Run(r["id"], r["status"], json.loads(r["config"]), absolute_path(r["dir"], root), r["pid"],
+               r["model_id"], r["error"], r["created"], r["updated"])
 
 
 class Catalog:
@@ -301,10 +365,24 @@ class Catalog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.root = self.path.parent.resolve()       # the workspace: relative paths are relative to it
         self._local = threading.local()
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            self._migrate(db)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                self._migrate(db)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            self.close()
+            raise CatalogCorrupt(f"{self.path} is damaged or not a catalogue ({exc}): {RESTORE_HINT}") from exc
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
@@ -339,9 +417,12 @@ class Catalog:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                if callable(script):
+                    script(db, self.root)
+                else:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")
                 db.execute("COMMIT")
             except BaseException:
@@ -701,7 +782,7 @@ class Catalog:
         with self.transaction() as db:
             db.execute("INSERT INTO models(id, path, kind, run_id, metrics, created) VALUES(?,?,?,?,?,?)"
                        " ON CONFLICT(id) DO UPDATE SET path=excluded.path, metrics=excluded.metrics",
-                       (model_id, path, kind, run_id, json.dumps(metrics or {}), now()))
+                       (model_id, stored_path(path, self.root), kind, run_id, json.dumps(metrics or {}), now()))
         return self.get_model(model_id)
 
     def get_model(self, model_id: str) -> ModelRecord:
@@ -709,8 +790,8 @@ class Catalog:
             r = db.execute("SELECT * FROM models WHERE id=?", (model_id,)).fetchone()
         if r is None:
             raise KeyError(f"no model {model_id!r}")
-        return ModelRecord(r["id"], r["path"], r["kind"], r["run_id"], json.loads(r["metrics"]), bool(r["active"]),
-                           r["created"])
+        return ModelRecord(r["id"], absolute_path(r["path"], self.root), r["kind"], r["run_id"],
+                           json.loads(r["metrics"]), bool(r["active"]), r["created"])
 
     def models(self) -> list[ModelRecord]:
         with self._connect() as db:
@@ -731,8 +812,8 @@ class Catalog:
     def add_run(self, config: dict, dir: str = "") -> Run:
         with self.transaction() as db:
             cur = db.execute("INSERT INTO runs(config, dir, created, updated) VALUES(?,?,?,?)",
-                             (json.dumps(config), dir, now(), now()))
-            return _run(db.execute("SELECT * FROM runs WHERE id=?", (cur.lastrowid,)).fetchone())
+                             (json.dumps(config), stored_path(dir, self.root), now(), now()))
+            return _run(db.execute("SELECT * FROM runs WHERE id=?", (cur.lastrowid,)).fetchone(), self.root)
 
     def update_run(self, run_id: int, **fields) -> Run:
         allowed = {"status", "dir", "pid", "model_id", "error", "config"}
@@ -740,21 +821,23 @@ class Catalog:
             raise ValueError(f"cannot update {set(fields) - allowed}")
         if "config" in fields:
             fields["config"] = json.dumps(fields["config"])
+        if "dir" in fields:
+            fields["dir"] = stored_path(fields["dir"], self.root)
         with self.transaction() as db:
             sets = ", ".join(f"{k}=?" for k in fields) + ", updated=?"
             db.execute(f"UPDATE runs SET {sets} WHERE id=?", [*fields.values(), now(), run_id])
-            return _run(db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone())
+            return _run(db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone(), self.root)
 
     def get_run(self, run_id: int) -> Run:
         with self._connect() as db:
             r = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if r is None:
             raise KeyError(f"no run {run_id}")
-        return _run(r)
+        return _run(r, self.root)
 
     def runs(self) -> list[Run]:
         with self._connect() as db:
-            return [_run(r) for r in db.execute("SELECT * FROM runs ORDER BY id DESC")]
+            return [_run(r, self.root) for r in db.execute("SELECT * FROM runs ORDER BY id DESC")]
 
     def add_evaluation(self, model: str, data: str, fingerprint: str, metrics: dict) -> Evaluation:
         with self.transaction() as db:
@@ -811,10 +894,16 @@ class Catalog:
     # -- health (used by `python -m core doctor`) ----------------------------------------------
     def integrity_problems(self) -> list[str]:
         """Empty when SQLite's integrity check and the foreign-key check both pass."""
+        return self.damage() + self.foreign_key_problems()
+
+    def damage(self) -> list[str]:
+        """SQLite's integrity check: pages or indexes the file itself has lost."""
         with self._connect() as db:
-            problems = [r[0] for r in db.execute("PRAGMA integrity_check") if r[0] != "ok"]
-            problems += [f"{r[0]} row {r[1]} points at a missing {r[2]}" for r in db.execute("PRAGMA foreign_key_check")]
-        return problems
+            return [r[0] for r in db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+
+    def foreign_key_problems(self) -> list[str]:
+        with self._connect() as db:
+            return [f"{r[0]} row {r[1]} points at a missing {r[2]}" for r in db.execute("PRAGMA foreign_key_check")]
 
     def clear_active_model(self) -> None:
         with self.transaction() as db:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core import audio
-from core.catalog import Catalog, Clip, Recording
+from core.catalog import RESTORE_HINT, Catalog, CatalogLost, Clip, Recording
 from core.settings import Settings, load_settings
 
 
@@ -22,8 +22,21 @@ class Workspace:
     def __init__(self, root: str | Path | None = None, settings: Settings | None = None):
         self.settings = settings or load_settings()
         self.root = Path(root if root is not None else self.settings.workspace).expanduser().resolve()
+        self._refuse_lost_catalogue()
         for sub in ("audio", "models", "runs", "cache", "chroma"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def _refuse_lost_catalogue(self) -> None:
+        """Audio without its catalogue is a lost workspace, not a new one: a fresh empty schema here
+        would make the library look like orphans (and invite the demo to be seeded into it)."""
+        db = self.root / "catalog.db"
+        if db.exists() and db.stat().st_size > 0:
+            return
+        stored = sum(1 for p in self.audio_dir.rglob("*.flac") if ".tmp." not in p.name)
+        if stored:
+            state = "is empty" if db.exists() else "is missing"
+            raise CatalogLost(f"{db} {state} but {self.audio_dir} holds {stored} audio file(s): "
+                              f"the catalogue was lost; {RESTORE_HINT}")
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -113,3 +113,42 @@ def test_models_runs_and_kv(tmp_path):
         cat.update_run(run.id, status="exploded")
     cat.set_value("guidelines", "# be kind")
     assert cat.get_value("guidelines") == "# be kind" and cat.get_value("missing", "d") == "d"
+
+
+def test_model_and_run_paths_under_the_root_are_stored_relative(tmp_path):
+    root = tmp_path / "ws"
+    cat = Catalog(root / "catalog.db")
+    cat.register_model("mine", str(root / "models" / "mine"))
+    cat.register_model("shipped", "/opt/hearsay/assets/student")       # outside the workspace: kept as it is
+    run = cat.add_run({}, dir=str(root / "runs" / "run-0001"))
+    with sqlite3.connect(root / "catalog.db") as db:
+        assert dict(db.execute("SELECT id, path FROM models")) == {"mine": "models/mine",
+                                                                   "shipped": "/opt/hearsay/assets/student"}
+        assert db.execute("SELECT dir FROM runs").fetchone()[0] == "runs/run-0001"
+    assert cat.get_model("mine").path == str(root.resolve() / "models" / "mine")
+    assert cat.get_model("shipped").path == "/opt/hearsay/assets/student"
+    assert cat.get_run(run.id).dir == str(root.resolve() / "runs" / "run-0001")
+    assert cat.update_run(run.id, dir=str(root / "runs" / "run-0002")).dir == str(root.resolve() / "runs" / "run-0002")
+    assert cat.add_run({}).dir == ""
+
+
+def test_migration_makes_old_absolute_paths_relative(tmp_path):
+    root = tmp_path / "copy"
+    (root / "models" / "copied").mkdir(parents=True)
+    cat = Catalog(root / "catalog.db")
+    cat.close()
+    with sqlite3.connect(root / "catalog.db") as db:             # a v2 catalogue, as an older Hearsay wrote it
+        db.executemany("INSERT INTO models(id, path, created) VALUES(?, ?, '')", [
+            ("inside", str(root / "models" / "inside")),
+            ("copied", "/old/place/ws/models/copied"),           # the original workspace's copy of models/copied
+            ("elsewhere", "/data/models/elsewhere"),             # a folder this workspace does not hold
+        ])
+        db.execute("INSERT INTO runs(dir, created, updated) VALUES(?, '', '')", ("/old/place/ws/runs/run-0001",))
+        db.execute("PRAGMA user_version=2")
+    (root / "runs" / "run-0001").mkdir(parents=True)
+    cat = Catalog(root / "catalog.db")
+    assert cat.schema_version == len(MIGRATIONS)
+    with sqlite3.connect(root / "catalog.db") as db:
+        assert dict(db.execute("SELECT id, path FROM models")) == {
+            "inside": "models/inside", "copied": "models/copied", "elsewhere": "/data/models/elsewhere"}
+        assert db.execute("SELECT dir FROM runs").fetchone()[0] == "runs/run-0001"
