@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> None:
         install_nodeps_wheels()
     settings = load_settings(workspace=args.workspace)
     state = AppState(settings)
+    from core.catalog import CatalogUnusable
+    try:
+        state.ws.catalog            # a lost catalogue stops here, before anything (the demo) is written into it
+    except CatalogUnusable as exc:
+        raise SystemExit(f"hearsay: {exc}") from None
     from core.logs import configure as configure_logs
     configure_logs(state.ws.root)
     if settings.seed_demo and not args.no_seed:

@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    from core.catalog import CatalogUnusable
+    try:
+        return int(args.func(args) or 0)
+    except CatalogUnusable as exc:      # a lost or damaged catalogue: one line that says how to recover
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """CLI: `doctor`, `backup`, `restore`."""
 from __future__ import annotations
 
+import sqlite3
+import sys
+import zipfile
+
+from core.catalog import CatalogUnusable
 from core.cli_library import _add_workspace, workspace_from
 
 
@@ -29,23 +34,40 @@ def register(sub) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from core.doctor import doctor
-    report = doctor(workspace_from(args), repair=args.repair, check_index=not args.no_index)
+    from core.doctor import doctor, unusable_catalogue_report
+    try:
+        ws = workspace_from(args)
+    except CatalogUnusable as exc:           # nothing to check against: say so, repair nothing
+        report = unusable_catalogue_report(exc)
+    else:
+        report = doctor(ws, repair=args.repair, check_index=not args.no_index)
     print(report.text())
     print("healthy" if report.healthy else "problems remain: run with --repair, or see above")
     return 0 if report.healthy else 1
 
 
+def _failed(what: str, exc: BaseException) -> int:
+    """One line on stderr for a refusal or an environment failure (disk full, permissions), no traceback."""
+    print(f"{what} failed: {exc}", file=sys.stderr)
+    return 1
+
+
 def cmd_backup(args) -> int:
     from core.backup import backup
-    out = backup(workspace_from(args), args.out, include_chroma=args.chroma)
+    try:
+        out = backup(workspace_from(args), args.out, include_chroma=args.chroma)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        return _failed("backup", exc)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB)")
     return 0
 
 
 def cmd_restore(args) -> int:
     from core.backup import restore
-    ws = restore(args.archive, args.target)
+    try:
+        ws = restore(args.archive, args.target)
+    except (ValueError, OSError, zipfile.BadZipFile, sqlite3.Error) as exc:
+        return _failed("restore", exc)
     s = ws.catalog.stats()
     print(f"restored {s.recordings} recordings, {s.clips} clips into {ws.root}")
     return 0

@@ -1,17 +1,26 @@
 """Workspace health: find what is broken and repair what is safe to repair.
 
 Checks: SQLite integrity and foreign keys; recordings whose audio file is missing;
-audio files no recording points at; half-written temp files; registered models whose
-files are gone; runs marked running whose process is dead; catalogue vs Chroma counts.
-Repairs never delete user data: orphan audio is moved to `lost+found/`, not removed.
+audio files no recording points at; half-written temp files; folders left by killed imports;
+registered models whose files are gone; runs marked running whose process is dead;
+catalogue vs Chroma counts. Repairs never delete user data: orphan audio is moved to
+`lost+found/`, not removed. A lost or damaged catalogue is reported and nothing is repaired:
+the way back is a backup, not a fresh catalogue.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.catalog import RESTORE_HINT, CatalogUnusable
+from core.processes import pid_alive
 from core.workspace import Workspace
+
+IMPORT_IDLE_SECONDS = 3600      # an import folder untouched this long belongs to no running import
 
 
 @dataclass
@@ -43,15 +52,39 @@ class DoctorReport:
         return "\n".join(lines)
 
 
+def unusable_catalogue_report(exc: BaseException) -> DoctorReport:
+    """What doctor says when the catalogue cannot even be opened (lost, truncated, not a database)."""
+    report = DoctorReport()
+    detail = str(exc) if isinstance(exc, CatalogUnusable) else f"the catalogue is damaged ({exc}): {RESTORE_HINT}"
+    report.add("catalogue", False, f"{detail}; nothing was repaired")
+    return report
+
+
 def _referenced_audio(ws: Workspace) -> set[Path]:
     return {ws.audio_path(r.sha256) for r in ws.catalog.recordings()}
 
 
 def doctor(ws: Workspace, repair: bool = False, check_index: bool = True) -> DoctorReport:
-    report = DoctorReport()
-    cat = ws.catalog
+    try:
+        damage = ws.catalog.damage()
+        if damage:      # a damaged file's rows cannot be trusted: repairing from them could move the library out
+            return unusable_catalogue_report(
+                CatalogUnusable(f"SQLite integrity check failed ({'; '.join(damage[:3])}): {RESTORE_HINT}"))
+        report = DoctorReport()
+        _check_catalogue(ws, report, repair)
+    except (CatalogUnusable, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, sqlite3.OperationalError):      # locked or disk full: not damage, say it as it is
+            raise
+        return unusable_catalogue_report(exc)
+    _check_import_leftovers(ws, report, repair)
+    if check_index:
+        _check_index(ws, report, repair)
+    return report
 
-    problems = cat.integrity_problems()
+
+def _check_catalogue(ws: Workspace, report: DoctorReport, repair: bool) -> None:
+    cat = ws.catalog
+    problems = cat.foreign_key_problems()
     report.add("sqlite", not problems, "integrity and foreign keys ok" if not problems else "; ".join(problems[:5]))
 
     missing = [r for r in cat.recordings() if not ws.audio_path(r.sha256).exists()]
@@ -59,17 +92,7 @@ def doctor(ws: Workspace, repair: bool = False, check_index: bool = True) -> Doc
                f"{len(missing)} recording(s) have no audio file: " + ", ".join(r.original_name for r in missing[:5])
                if missing else "every recording has its audio file")
 
-    referenced = _referenced_audio(ws)
-    stored = [p for p in ws.audio_dir.rglob("*.flac") if ".tmp." not in p.name]
-    orphans = [p for p in stored if p not in referenced]
-    finding = report.add("orphan audio", not orphans,
-                         f"{len(orphans)} audio file(s) no recording points at" if orphans else "none")
-    if orphans and repair:
-        lost = ws.root / "lost+found"
-        lost.mkdir(exist_ok=True)
-        for p in orphans:
-            shutil.move(str(p), lost / p.name)
-        finding.repaired = f"moved to {lost}"
+    _check_orphans(ws, report, repair)
 
     temps = [p for p in ws.root.rglob("*.tmp.*") if p.is_file()]
     finding = report.add("temp files", not temps, f"{len(temps)} half-written temp file(s)" if temps else "none")
@@ -88,7 +111,6 @@ def doctor(ws: Workspace, repair: bool = False, check_index: bool = True) -> Doc
         cat.clear_active_model()
         finding.repaired = f"active model {active.id} was broken; search falls back to the shipped student"
 
-    from training.jobs import pid_alive
     stale = [r for r in cat.runs() if r.status == "running" and not pid_alive(r.pid)]
     finding = report.add("training runs", not stale,
                          f"{len(stale)} run(s) marked running but their process is gone" if stale else "none stuck")
@@ -97,9 +119,53 @@ def doctor(ws: Workspace, repair: bool = False, check_index: bool = True) -> Doc
             cat.update_run(r.id, status="failed", error="process vanished (marked by doctor)")
         finding.repaired = "marked failed; their last checkpoints stay usable with --resume"
 
-    if check_index:
-        _check_index(ws, report, repair)
-    return report
+
+def _check_orphans(ws: Workspace, report: DoctorReport, repair: bool) -> None:
+    referenced = _referenced_audio(ws)
+    stored = [p for p in ws.audio_dir.rglob("*.flac") if ".tmp." not in p.name]
+    orphans = [p for p in stored if p not in referenced]
+    finding = report.add("orphan audio", not orphans,
+                         f"{len(orphans)} audio file(s) no recording points at" if orphans else "none")
+    if not orphans:
+        return
+    # A crash leaves a few orphans; more orphans than referenced files means the catalogue is what is missing.
+    if len(orphans) > len(stored) - len(orphans):
+        finding.detail += (f", more than the {len(stored) - len(orphans)} it does point at: the catalogue looks "
+                           f"lost or replaced, so nothing is moved; {RESTORE_HINT}")
+        return
+    if repair:
+        lost = ws.root / "lost+found"
+        lost.mkdir(exist_ok=True)
+        for p in orphans:
+            shutil.move(str(p), lost / p.name)
+        finding.repaired = f"moved to {lost}"
+
+
+def _last_activity(folder: Path) -> float:
+    """The newest modification time in a folder tree (an import writes into it while it runs)."""
+    newest = folder.lstat().st_mtime
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(parent, name)).st_mtime)
+            except OSError:
+                continue
+    return newest
+
+
+def _check_import_leftovers(ws: Workspace, report: DoctorReport, repair: bool) -> None:
+    folders = [p for p in ws.cache_dir.glob("import-*") if p.is_dir()]
+    now = time.time()
+    stale = [p for p in folders if now - _last_activity(p) > IMPORT_IDLE_SECONDS]
+    recent = len(folders) - len(stale)
+    detail = f"{len(stale)} folder(s) in cache/ left by interrupted imports" if stale else "none"
+    if recent:
+        detail += f" ({recent} recent one(s) kept: an import may be running)"
+    finding = report.add("import leftovers", not stale, detail)
+    if stale and repair:
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        finding.repaired = "deleted"
 
 
 def _check_index(ws: Workspace, report: DoctorReport, repair: bool) -> None:
