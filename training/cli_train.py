@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -60,9 +61,11 @@ def build_config(args) -> dict:
 
 def cmd_train(args) -> int:
     from core.cli_library import workspace_from
-    from training.train import TrainConfig, latest_resumable_run, run_training
+    from training import jobs
+    from training.train import TrainConfig, latest_resumable_run
 
     ws = workspace_from(args)
+    jobs.reconcile(ws)          # rows left `running` by a killed process (kill -9) → failed, before picking a run
     run_dir = Path(args.run_dir) if args.run_dir else None
     values = build_config(args)
     if args.resume:
@@ -83,8 +86,10 @@ def cmd_train(args) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        result = run_training(ws, cfg, run_id=args.run_id, run_dir=run_dir, resume=args.resume,
-                              should_stop=lambda: stop["flag"])
+        result = _train_holding_run(ws, cfg, args, run_dir, should_stop=lambda: stop["flag"])
+    except jobs.RunBusy as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130
@@ -96,6 +101,18 @@ def cmd_train(args) -> int:
     print(json.dumps({"run_id": result.run_id, "status": result.status, "epochs": result.epochs_done,
                       "model_id": result.model_id, "run_dir": str(result.run_dir), "best": result.best}))
     return 0 if result.status == "finished" else 130
+
+
+def _train_holding_run(ws, cfg, args, run_dir: Path | None, should_stop):
+    """Train while holding the run folder's lock, so a second `--resume` of a live run is refused.
+    Only the main process of a multi-process launch takes it (they all share one folder)."""
+    from training.jobs import run_lock
+    from training.train import run_training
+    if run_dir is None or int(os.environ.get("RANK", "0")) != 0:
+        return run_training(ws, cfg, run_id=args.run_id, run_dir=run_dir, resume=args.resume, should_stop=should_stop)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return run_training(ws, cfg, run_id=args.run_id, run_dir=run_dir, resume=args.resume, should_stop=should_stop)
 
 
 def main(argv: list[str] | None = None) -> int:

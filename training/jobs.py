@@ -15,14 +15,17 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from core.catalog import Run
+from core.processes import pid_alive   # also what callers of training.jobs.pid_alive get
 from core.settings import ROOT, resolve_device
 from core.workspace import Workspace
 from training.train import STATE_NAME, TrainConfig, register_checkpoint
 
-LOG_NAME, METRICS_NAME = "log.txt", "metrics.jsonl"
+LOG_NAME, METRICS_NAME, LOCK_NAME = "log.txt", "metrics.jsonl", "run.lock"
 _procs: dict[int, subprocess.Popen] = {}       # run id → child, for runs this process started
 _lock = threading.Lock()
 
@@ -87,19 +90,24 @@ def _watch(ws: Workspace, run_id: int, proc: subprocess.Popen) -> None:
             ws.catalog.update_run(run_id, status="failed", error=f"exit code {code}: {log_tail(ws, run_id, 3)}")
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+class RunBusy(RuntimeError):
+    """Another live process is training this run."""
+
+
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the run folder for one training process; the OS drops the lock when the process dies (kill -9 too)."""
+    from filelock import FileLock, Timeout
+    lock = FileLock(folder / LOCK_NAME, timeout=0)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:   # a zombie is not alive; /proc tells on Linux
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
+        lock.acquire()
+    except Timeout:
+        raise RunBusy(f"{folder.name} is already being trained by another process: "
+                      "wait for it, or cancel it first") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def is_running(ws: Workspace, run_id: int) -> bool:
