@@ -23,18 +23,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from core.throttle import LoginThrottle
 
 VISITOR, ANNOTATOR, ADMIN = "visitor", "annotator", "admin"
 ROLES = (VISITOR, ANNOTATOR, ADMIN)                 # weakest first
 ANONYMOUS = "~visitor"                              # the name an anonymous visitor gets in visitor mode
 _NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")     # so no configured user can be called ANONYMOUS
 HASH_SCHEME, HASH_ITERATIONS = "pbkdf2_sha256", 240_000
+log = logging.getLogger("hearsay.access")
 
 # -- the permission table: public event api_name → weakest role allowed ---------------------------------
 PERMISSIONS: dict[str, str] = {
@@ -139,10 +144,12 @@ class AccessPolicy:
         return bool(self.users)
 
     def authenticate(self, username: str, password: str) -> bool:
-        """The Gradio `auth` callable: (username, password) → bool, in constant time per user."""
+        """(username, password) → bool, at the cost of one full hash whoever asks: an unknown name, or a
+        user whose password is kept in plain text, costs what a hashed one does, so timing tells nothing."""
         user = self.users.get((username or "").strip())
+        if user is None or not is_hashed(user.password):
+            verify_password(password or "", _dummy_hash())
         if user is None:
-            verify_password(password or "", _dummy_hash())   # same cost whether or not the name exists
             return False
         return verify_password(password or "", user.password)
 
@@ -155,6 +162,38 @@ class AccessPolicy:
     def role_of(self, request) -> str:
         """The role behind a Gradio request (anything with `.username`; None: a local call)."""
         return self.role_of_user(user_of(request))
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    ok: bool
+    retry_after: float = 0.0          # > 0: refused without checking, the name or address is locked out
+
+
+@dataclass
+class SignIn:
+    """Sign-in attempts: refused at once while the name or the client address is locked out (core/throttle.py),
+    else checked; every failure is logged with the name and address (never the password)."""
+    policy: AccessPolicy
+    throttle: "LoginThrottle" = field(default_factory=lambda: _login_throttle())
+
+    def attempt(self, username: str, password: str, address: str | None = None) -> SignInResult:
+        name = " ".join(str(username or "").split())[:64]
+        wait = self.throttle.begin(name, address)
+        if wait > 0:
+            return SignInResult(False, wait)
+        if self.policy.authenticate(name, password):
+            self.throttle.succeeded(name, address)
+            log.info("signed in", extra={"user": name, "address": address})
+            return SignInResult(True)
+        log.warning("sign-in failed", extra={"user": name, "address": address,
+                                             "locked_for": round(self.throttle.retry_after(name, address), 1)})
+        return SignInResult(False)
+
+
+def _login_throttle():
+    from core.throttle import LoginThrottle
+    return LoginThrottle()
 
 
 def user_of(request) -> str | None:
@@ -248,8 +287,17 @@ def hash_password(password: str, *, salt: str | None = None, iterations: int = H
     return f"{HASH_SCHEME}${iterations}${salt}${digest}"
 
 
+def is_hashed(stored: str) -> bool:
+    return stored.startswith(HASH_SCHEME + "$")
+
+
+def plaintext_users(policy: AccessPolicy) -> list[str]:
+    """Users whose password is configured in plain text (worth a warning at startup)."""
+    return sorted(name for name, user in policy.users.items() if not is_hashed(user.password))
+
+
 def verify_password(password: str, stored: str) -> bool:
-    if stored.startswith(HASH_SCHEME + "$"):
+    if is_hashed(stored):
         try:
             _, iterations, salt, digest = stored.split("$")
             got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), int(iterations)).hex()
@@ -262,3 +310,33 @@ def verify_password(password: str, stored: str) -> bool:
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     return hash_password("", salt="0" * 32)
+
+
+# -- secrets in error text -----------------------------------------------------------------------------
+REDACTED = "[redacted]"
+_SECRET_PATTERNS = [
+    # an Authorization value: "Bearer …", "Basic …", "Token …"
+    (re.compile(r"\b(Bearer|Basic|Token)(\s+)[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE), rf"\1\2{REDACTED}"),
+    # well-known key shapes: OpenAI-style sk-…, Hugging Face hf_…
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{4,}"), f"sk-{REDACTED}"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), f"hf_{REDACTED}"),
+    # "api_key": "…", x-api-key=…, access_token: …
+    (re.compile(r"((?:api[_-]?key|access[_-]?token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+",
+                re.IGNORECASE), rf"\1{REDACTED}"),
+]
+
+
+def redact(text: str, *secrets_: str | None) -> str:
+    """`text` without credentials: the given secret values wherever they appear, and anything shaped like a
+    bearer token or an API key (an endpoint may echo our request headers into its error)."""
+    out = str(text)
+    for secret in _distinct(secrets_):
+        out = out.replace(secret, REDACTED)
+    for pattern, replacement in _SECRET_PATTERNS:
+        out = pattern.sub(replacement, out)
+    return out
+
+
+def _distinct(values: Iterable[str | None]) -> list[str]:
+    # longest first, so a key that contains another is replaced whole; very short values would mangle text
+    return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)

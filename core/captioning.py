@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from core.access import redact
 from core.catalog import Caption, ClipQuery
 from core.teachers.base import Teacher, TeacherOutput
 from core.workspace import Workspace
@@ -192,7 +193,8 @@ def _copy(ws: Workspace, clip_id: int, hit: Caption) -> Caption:
 
 
 def _fail(ws: Workspace, report: CaptionReport, clip_id: int, teacher: Teacher, exc: BaseException) -> None:
-    error = f"{type(exc).__name__}: {exc}"[:2000]
+    # whatever a backend put into its error, no credential is stored (catalogue, backups, the Captions tab)
+    error = redact(f"{type(exc).__name__}: {exc}", ws.settings.openai_api_key)[:2000]
     report.failed += 1
     report.failures.append((clip_id, error))
     try:

@@ -254,3 +254,111 @@ def test_the_guard_keeps_generators_progress_and_the_request(monkeypatch):
         assert "needs the annotator role" in refusal(vic, "count", 2)
     finally:
         demo.close()
+
+
+# -- sign-in: throttling, constant cost, plaintext warnings (D9) ---------------------------------------
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_sign_in_backs_off_per_name_and_per_address():
+    from core.throttle import LoginThrottle
+    clock = FakeClock()
+    throttle = LoginThrottle(free=5, base=1.0, cap=60.0, clock=clock)
+    for _ in range(5):                                       # five free tries, each counted until it succeeds
+        assert throttle.begin("alice", "10.0.0.1") == 0
+    assert throttle.begin("alice", "10.0.0.1") == pytest.approx(1.0)   # the sixth waits, and costs nothing
+    assert throttle.begin("alice", "10.0.0.2") == pytest.approx(1.0)   # another address: the name is locked
+    assert throttle.begin("bob", "10.0.0.1") == pytest.approx(1.0)     # another name: the address is locked
+    assert throttle.begin("bob", "10.0.0.9") == 0
+    clock.now += 1.01
+    assert throttle.begin("alice", "10.0.0.3") == 0          # the sixth try, after the wait …
+    assert throttle.begin("alice", "10.0.0.3") == pytest.approx(2.0)   # … doubles it
+    clock.now += 2.01
+    throttle.begin("alice", "10.0.0.4")
+    assert throttle.begin("alice", "10.0.0.4") == pytest.approx(4.0)
+    for _ in range(20):                                      # the wait stops growing at the cap
+        clock.now += 100
+        throttle.begin("alice", "10.0.0.5")
+    assert throttle.begin("alice", "10.0.0.5") == pytest.approx(60.0)
+    clock.now += 61
+    assert throttle.begin("alice", "10.0.0.6") == 0
+    throttle.succeeded("alice", "10.0.0.6")                  # a good password clears the name
+    assert throttle.begin("alice", "10.0.0.7") == 0 and throttle.failures("alice") == 1
+    clock.now += 3600 * 2                                    # long quiet: everything is forgotten
+    assert throttle.failures("10.0.0.1") == 0
+
+
+def test_sign_in_memory_stays_bounded():
+    from core.throttle import LoginThrottle
+    throttle = LoginThrottle(max_keys=100, clock=FakeClock())
+    for i in range(1000):                                    # random names from random addresses
+        throttle.begin(f"user{i}", f"10.0.{i // 256}.{i % 256}")
+    assert throttle.size() <= 100
+
+
+def test_unknown_names_and_plain_passwords_cost_one_full_hash(monkeypatch):
+    import hashlib
+    calls = []
+    real = hashlib.pbkdf2_hmac
+    access._dummy_hash()                                     # computed once per process, before counting
+
+    def counting(name, password, salt, iterations, *rest):
+        calls.append(iterations)
+        return real(name, password, salt, 1, *rest)          # keep the test fast; count what was asked
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    policy = AccessPolicy(parse_users(["plain:pw:admin", f"hashed:{access.hash_password('pw', iterations=9)}:admin"]))
+    for name, password in (("nobody", "pw"), ("plain", "pw"), ("plain", "wrong"), ("hashed", "wrong")):
+        calls.clear()
+        policy.authenticate(name, password)
+        assert len(calls) == 1 and calls[0] >= 9, (name, calls)
+    calls.clear()
+    policy.authenticate("nobody", "pw")
+    assert calls == [access.HASH_ITERATIONS]
+
+
+def test_plaintext_passwords_are_named_at_startup():
+    hashed = access.hash_password("x", iterations=1)
+    policy = AccessPolicy(parse_users(f"ann:plain-pw:admin,bob:{hashed}:annotator"))
+    assert access.plaintext_users(policy) == ["ann"]
+
+
+def test_a_sign_in_is_refused_quickly_while_locked_and_failures_are_logged(caplog):
+    from core.throttle import LoginThrottle
+    clock = FakeClock()
+    gate = access.SignIn(AccessPolicy(parse_users(USERS)), LoginThrottle(free=2, base=10, clock=clock))
+    caplog.set_level("INFO", logger="hearsay.access")
+    assert not gate.attempt("bob", "nope", "10.1.1.1").ok
+    assert not gate.attempt("bob", "nope2", "10.1.1.1").ok
+    result = gate.attempt("bob", "pw-annotator", "10.1.1.1")           # right password, but locked
+    assert not result.ok and result.retry_after == pytest.approx(10)
+    clock.now += 11
+    assert gate.attempt("bob", "pw-annotator", "10.1.1.1").ok
+    failed = [r for r in caplog.records if r.getMessage() == "sign-in failed"]
+    assert len(failed) == 2 and all(r.user == "bob" and r.address == "10.1.1.1" for r in failed)
+    assert not any("nope" in str(vars(r)) for r in caplog.records)     # never the password
+    assert any(r.getMessage() == "signed in" and r.user == "bob" for r in caplog.records)
+
+
+# -- uploads (D17) and secrets in stored errors (D16) --------------------------------------------------
+def test_visitor_uploads_have_a_quota_per_address():
+    from core.throttle import UploadQuota
+    clock = FakeClock()
+    quota = UploadQuota(per_window=10_000, window=3600, clock=clock)
+    assert quota.take("1.1.1.1", 6000) and not quota.take("1.1.1.1", 6000) and quota.take("2.2.2.2", 6000)
+    clock.now += 3601
+    assert quota.take("1.1.1.1", 6000)
+
+
+def test_secrets_are_redacted_from_error_text():
+    text = ('{"headers": {"Authorization": "Bearer sk-CANARY-7f3a9", "X-Api-Key": "hf_abcdefghijklmnopqrstuvwx"},'
+            ' "note": "key my-own-key-42 rejected", "auth": "Basic dXNlcjpwYXNz", "ok": "a dog barks"}')
+    clean = access.redact(text, "my-own-key-42")
+    for secret in ("sk-CANARY-7f3a9", "CANARY", "hf_abcdefghijklmnopqrstuvwx", "my-own-key-42", "dXNlcjpwYXNz"):
+        assert secret not in clean, (secret, clean)
+    assert "a dog barks" in clean and "[redacted]" in clean
+    assert access.redact("nothing secret here", None, "") == "nothing secret here"

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from core.access import redact
 from core.settings import Settings, load_settings
 from core.teachers.base import SAMPLE_RATE, Teacher, TeacherOutput
 
@@ -32,8 +33,11 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class TeacherHTTPError(RuntimeError):
-    def __init__(self, status: int, body: str):
-        super().__init__(f"HTTP {status}: {body[:300]}")
+    """The endpoint's answer when it is not a caption. Its body is kept short and without credentials:
+    some endpoints echo the request, headers included, and the message ends up in the catalogue."""
+
+    def __init__(self, status: int, body: str, *secrets: str | None):
+        super().__init__(f"HTTP {status}: {redact(body, *secrets)[:300]}")
         self.status = status
 
 
@@ -94,7 +98,7 @@ class OpenAICompatTeacher(Teacher):
                 response = self.client.post("/chat/completions", json=body)
                 if response.status_code == 200:
                     return self._parse(response.json())
-                error: Exception = TeacherHTTPError(response.status_code, response.text)
+                error: Exception = TeacherHTTPError(response.status_code, response.text, self._api_key)
                 retryable = response.status_code in RETRY_STATUS
                 wait = _retry_after(response.headers.get("retry-after"))
             except (httpx.TransportError, httpx.TimeoutException) as exc:
