@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
 from core.cli_library import _add_workspace, workspace_from
+
+SEARCH_MAX_NEW = 500       # a search embeds new clips itself only when this few are waiting (as the app does)
 
 
 def register(sub) -> None:
     p = sub.add_parser("index", help="embed new or changed clips into the model's Chroma collection",
                        description="Bring the model's Chroma collection in line with the catalogue: embed new "
                                    "clips, update changed metadata, drop deleted clips. Safe to interrupt.")
-    p.add_argument("--rebuild", action="store_true", help="recreate the collection from scratch")
+    p.add_argument("--rebuild", action="store_true",
+                   help="recreate the collection from scratch (built beside the old one, which keeps serving "
+                        "searches until the new one is complete)")
     p.add_argument("--model", default="active", help="model name or id (default: the active model)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-captions", action="store_true", help="skip the caption (MiniLM) collection")
@@ -94,31 +99,55 @@ def _filters(args):
 
 
 def cmd_search(args) -> int:
-    from core import index, search
+    from core import index
     ws = workspace_from(args)
     embedder = _embedder(ws, args.model)
+    try:
+        _catch_up(ws, embedder, args)
+        if args.labels:
+            _classify(ws, embedder, args)
+            return 0
+        page = _search(ws, embedder, args)
+    except index.IndexUnavailable as exc:       # e.g. a rebuild in another process: a plain message
+        raise SystemExit(f"error: {exc}")
+    if args.json:
+        print(json.dumps(page.to_dict(), ensure_ascii=False))
+    else:
+        _print_page(page, args)
+    return 0
+
+
+def _catch_up(ws, embedder, args) -> None:
+    """Index a few new clips before answering; more than SEARCH_MAX_NEW wait for `index`."""
+    from core import index
     bar, progress = _progress_bar()
     try:
-        report = index.ensure_current(ws, embedder, progress=progress)
+        report = index.ensure_current(ws, embedder, max_new=SEARCH_MAX_NEW, progress=progress)
     finally:
         bar.close()
     if report is not None and (report.embedded or report.failed) and not args.json:
         print(report.summary())
+    if report is not None and report.pending:
+        print(f"note: {report.pending} clips are not indexed yet and are left out: run "
+              f"`python -m core index` to add them", file=sys.stderr)
 
-    if args.labels:
-        if args.clip is None and not args.audio:
-            raise SystemExit("--labels classifies a clip: give --clip ID or --audio FILE")
-        result = search.classify(ws, embedder, args.labels, clip_id=args.clip, source=args.audio,
-                                 templates=args.template, scale=args.scale)
-        if args.json:
-            print(json.dumps(result.to_dict()))
-        else:
-            for label, prob in result.ranked():
-                print(f"{prob:7.1%}  {'#' * round(prob * 40):40}  {label}")
-        return 0
 
-    filters = _filters(args)
-    common = dict(k=args.k, offset=args.offset, filters=filters)
+def _classify(ws, embedder, args) -> None:
+    from core import search
+    if args.clip is None and not args.audio:
+        raise SystemExit("--labels classifies a clip: give --clip ID or --audio FILE")
+    result = search.classify(ws, embedder, args.labels, clip_id=args.clip, source=args.audio,
+                             templates=args.template, scale=args.scale)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        for label, prob in result.ranked():
+            print(f"{prob:7.1%}  {'#' * round(prob * 40):40}  {label}")
+
+
+def _search(ws, embedder, args):
+    from core import search
+    common = dict(k=args.k, offset=args.offset, filters=_filters(args))
     if args.audio:
         page = search.search_audio(ws, embedder, args.audio, **common)
     elif args.clip is not None:
@@ -129,9 +158,10 @@ def cmd_search(args) -> int:
                                   with_caption_scores=True, **common)
     else:
         raise SystemExit("give a QUERY, --audio FILE or --clip ID")
-    if args.json:
-        print(json.dumps(page.to_dict(), ensure_ascii=False))
-        return 0
+    return page
+
+
+def _print_page(page, args) -> None:
     for rank, hit in enumerate(page.hits, start=args.offset + 1):
         cap = "" if hit.caption_score is None else f" caption {hit.caption_score:.3f}"
         print(f"{rank:3}. clip {hit.clip_id:<6} score {hit.score:.3f} (model {hit.model_score:.3f}{cap})  "
@@ -143,4 +173,3 @@ def cmd_search(args) -> int:
         print("no matches")
     elif page.has_more:
         print(f"… more: --offset {args.offset + args.k}")
-    return 0

@@ -15,9 +15,15 @@ metadata so a sync can tell which case applies without touching the audio.
 The store is an embedded `PersistentClient` in `workspace/chroma/` by default, or a `chroma run`
 server (`HttpClient`) when `settings.chroma_mode == "http"`, so several processes share one store.
 Collection names carry a per-workspace id so two workspaces can share one server safely.
+
+A rebuild (`sync(rebuild=True)`) fills a second collection (`<name>-next`) while the old one keeps
+answering searches, then swaps it in by deleting the old one and renaming the new one: an
+interrupted or killed rebuild leaves the old index serving. Store errors met by a search (say,
+another process rebuilding at that moment) become `IndexBusy`, whose message is for people.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -49,8 +55,31 @@ HNSW = {"hnsw": {"space": "cosine"}}
 _PROBE_TEXT = "a dog barks twice, then a car passes in the rain"
 
 
+REBUILD_SUFFIX = "-next"           # the collection a rebuild fills before it is swapped in
+BUSY = "The index is being rebuilt or updated by another process; try again in a moment."
+
+
 class IndexUnavailable(RuntimeError):
     """An index problem the user can act on (no model yet, server unreachable)."""
+
+
+class IndexBusy(IndexUnavailable):
+    """The store refused a read or write mid-way (e.g. a rebuild in another process): retry later."""
+
+
+def store_errors(fn: Callable) -> Callable:
+    """Turn Chroma's own errors into IndexBusy (with its plain message); the raw error is logged."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            from chromadb.errors import ChromaError
+            if not isinstance(exc, ChromaError):
+                raise
+            log.warning("store error in %s: %s: %s", fn.__name__, type(exc).__name__, exc)
+            raise IndexBusy(BUSY) from exc
+    return wrapper
 
 
 # -- clients and collections ------------------------------------------------------------------------
@@ -180,6 +209,50 @@ def open_collection(ws: Workspace, embedder: Embedder):
 def captions_collection(ws: Workspace):
     col, _ = _collection(ws, CAPTIONS_MODEL, 384, "minilm-l6-v2", "captions")
     return col
+
+
+def existing_collection(ws: Workspace, embedder: Embedder):
+    """The model's clip collection, or None when it has none yet (never creates one)."""
+    from chromadb.errors import NotFoundError
+    try:
+        return get_client(ws).get_collection(collection_name(ws, embedder.model_id), embedding_function=None)
+    except NotFoundError:
+        return None
+
+
+def has_collection(ws: Workspace, embedder: Embedder) -> bool:
+    return existing_collection(ws, embedder) is not None
+
+
+def _fresh_collection(ws: Workspace, model_id: str, dim: int, checksum: str):
+    """An empty collection beside the live one, for a rebuild (a leftover of an earlier one is dropped)."""
+    name = collection_name(ws, model_id) + REBUILD_SUFFIX
+    _drop(ws, name)
+    meta = {"hearsay": "rebuilding", "model_id": model_id, "dim": int(dim), "checksum": checksum}
+    return get_client(ws).create_collection(name, embedding_function=None, metadata=meta, configuration=HNSW)
+
+
+def _drop(ws: Workspace, name: str) -> None:
+    from chromadb.errors import NotFoundError
+    try:
+        get_client(ws).delete_collection(name)
+    except NotFoundError:
+        pass
+
+
+def _swap_in(ws: Workspace, built, name: str, kind: str) -> None:
+    """Replace collection `name` with the finished `built` one: delete, then rename (two quick store
+    calls; searches before them read the old vectors, after them the new ones)."""
+    from chromadb.errors import ChromaError
+    meta = {**(built.metadata or {}), "hearsay": kind}
+    for attempt in range(3):
+        _drop(ws, name)
+        try:
+            built.modify(name=name, metadata=meta)
+            return
+        except ChromaError:        # another process re-created `name` in between: drop that and retry
+            if attempt == 2:
+                raise
 
 
 def _set_marker(col, marker: str | None) -> None:
@@ -377,7 +450,8 @@ def sync(ws: Workspace, embedder: Embedder, *, rebuild: bool = False, clip_ids: 
     `clip_ids` limits embedding to those clips (nothing is deleted). `max_new` keeps a quick sync
     quick: when more clips than that need embedding, none are embedded this run (they stay pending
     and the report says how many) while metadata updates and deletions still apply. Safe to cancel
-    and run again.
+    and run again. `rebuild` fills a new collection beside the old one and swaps it in only once it
+    is complete; cancelled or failed, it is dropped and the old one keeps serving.
     """
     started = time.perf_counter()
     checksum = checksum_of(embedder)
@@ -386,104 +460,136 @@ def sync(ws: Workspace, embedder: Embedder, *, rebuild: bool = False, clip_ids: 
     with _lock_for(name):
         marker = ws.catalog.change_marker()       # read first: a change during the sync leaves it stale
         col, reason = _collection(ws, embedder.model_id, embedder.dim, checksum, "clips")
+        aside = rebuild and not reason     # asked for: build beside the old index, which keeps serving
         if rebuild or reason:
             report.rebuilt = reason or "requested"
             log.info("rebuilding %s: %s", name, report.rebuilt)
-            col = _recreate(ws, embedder.model_id, embedder.dim, checksum, "clips")
-            if captions and rebuild:
-                _recreate(ws, CAPTIONS_MODEL, 384, "minilm-l6-v2", "captions")
-        entries = catalogue_entries(ws)
-        report.clips = len(entries)
-        existing = _existing(col)
-
-        if clip_ids is None:
-            gone = [rid for rid in existing if not rid.isdigit() or int(rid) not in entries]
-            for part in _chunks(gone):
-                col.delete(ids=list(part))
-            report.deleted = len(gone)
-        scope = entries if clip_ids is None else {c: entries[c] for c in clip_ids if c in entries}
-
-        to_embed, to_update = [], []
-        for cid, entry in scope.items():
-            old = existing.get(str(cid))
-            if old is None or old.get("audio_key") != entry.metadata["audio_key"]:
-                to_embed.append(entry)
-            elif old.get("fp") != entry.metadata["fp"]:
-                to_update.append((entry, old))
-            else:
-                report.unchanged += 1
-        stale_audio = [str(e.clip.id) for e in to_embed if str(e.clip.id) in existing]
-        if stale_audio:            # same id, different audio: drop so no old metadata key survives the upsert
-            col.delete(ids=stale_audio)
-        for part in _chunks(to_update):
-            col.update(ids=[str(e.clip.id) for e, _ in part],
-                       metadatas=[_cleared(old, e.metadata) for e, old in part])
-        report.updated = len(to_update)
-
-        to_embed.sort(key=lambda e: (e.sha256, e.clip.start))     # read each recording's file in order
-        if max_new is not None and len(to_embed) > max_new:
-            report.pending = len(to_embed)
-            to_embed = []
-        total = len(to_embed)
-        if progress:
-            progress(0, total, f"embedding {total} clips with {embedder.model_id}")
-        batches = [to_embed[i:i + batch_size] for i in range(0, total, batch_size)]
-        done = 0
-        with ThreadPoolExecutor(1, thread_name_prefix="index-load") as pool:   # decode the next batch meanwhile
-            future = pool.submit(_load_batch, ws, batches[0]) if batches else None
-            for number, _ in enumerate(batches):
-                if cancel is not None and cancel.is_set():
-                    report.cancelled = True
-                    report.pending += total - done
-                    break
-                ok, waves, failed = future.result()
-                if number + 1 < len(batches):
-                    future = pool.submit(_load_batch, ws, batches[number + 1])
-                report.failed += failed
-                if ok:
-                    ok, vectors, failed = _embed(embedder, ok, waves)
-                    report.failed += failed
-                    if ok:
-                        col.upsert(ids=[str(e.clip.id) for e in ok], embeddings=vectors,
-                                   metadatas=[e.metadata for e in ok])
-                        report.embedded += len(ok)
-                done += len(batches[number])
-                if progress:
-                    progress(done, total, f"{done}/{total} clips embedded")
-
-        if captions and not report.cancelled:
-            _sync_captions(ws, entries, report, restrict=None if clip_ids is None else set(scope))
-        complete = clip_ids is None and not report.cancelled and report.pending == 0
-        _set_marker(col, marker if complete else None)
+            if aside:
+                col = _fresh_collection(ws, embedder.model_id, embedder.dim, checksum)
+            else:                          # old vectors are unusable for these weights: start over in place
+                col = _recreate(ws, embedder.model_id, embedder.dim, checksum, "clips")
+        swapped = False
+        try:
+            complete = _fill(ws, embedder, col, report, clip_ids=clip_ids, max_new=max_new, batch_size=batch_size,
+                             captions=captions, rebuild=rebuild, progress=progress, cancel=cancel)
+            _set_marker(col, marker if complete else None)
+            if aside and complete:
+                _swap_in(ws, col, name, "clips")
+                swapped = True
+        finally:
+            if aside and not swapped:  # an unfinished rebuild (cancelled, failed): the old index was never touched
+                _drop(ws, col.name)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _fill(ws: Workspace, embedder: Embedder, col, report: IndexReport, *, clip_ids, max_new, batch_size,
+          captions, rebuild, progress, cancel) -> bool:
+    """sync's work on one collection; True when it now mirrors the whole catalogue."""
+    entries = catalogue_entries(ws)
+    report.clips = len(entries)
+    existing = _existing(col)
+
+    if clip_ids is None:
+        gone = [rid for rid in existing if not rid.isdigit() or int(rid) not in entries]
+        for part in _chunks(gone):
+            col.delete(ids=list(part))
+        report.deleted = len(gone)
+    scope = entries if clip_ids is None else {c: entries[c] for c in clip_ids if c in entries}
+
+    to_embed, to_update = [], []
+    for cid, entry in scope.items():
+        old = existing.get(str(cid))
+        if old is None or old.get("audio_key") != entry.metadata["audio_key"]:
+            to_embed.append(entry)
+        elif old.get("fp") != entry.metadata["fp"]:
+            to_update.append((entry, old))
+        else:
+            report.unchanged += 1
+    stale_audio = [str(e.clip.id) for e in to_embed if str(e.clip.id) in existing]
+    if stale_audio:            # same id, different audio: drop so no old metadata key survives the upsert
+        col.delete(ids=stale_audio)
+    for part in _chunks(to_update):
+        col.update(ids=[str(e.clip.id) for e, _ in part],
+                   metadatas=[_cleared(old, e.metadata) for e, old in part])
+    report.updated = len(to_update)
+
+    to_embed.sort(key=lambda e: (e.sha256, e.clip.start))     # read each recording's file in order
+    if max_new is not None and len(to_embed) > max_new:
+        report.pending = len(to_embed)
+        to_embed = []
+    total = len(to_embed)
+    if progress:
+        progress(0, total, f"embedding {total} clips with {embedder.model_id}")
+    batches = [to_embed[i:i + batch_size] for i in range(0, total, batch_size)]
+    done = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="index-load") as pool:   # decode the next batch meanwhile
+        future = pool.submit(_load_batch, ws, batches[0]) if batches else None
+        for number, _ in enumerate(batches):
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+                report.pending += total - done
+                break
+            ok, waves, failed = future.result()
+            if number + 1 < len(batches):
+                future = pool.submit(_load_batch, ws, batches[number + 1])
+            report.failed += failed
+            if ok:
+                ok, vectors, failed = _embed(embedder, ok, waves)
+                report.failed += failed
+                if ok:
+                    col.upsert(ids=[str(e.clip.id) for e in ok], embeddings=vectors,
+                               metadatas=[e.metadata for e in ok])
+                    report.embedded += len(ok)
+            done += len(batches[number])
+            if progress:
+                progress(done, total, f"{done}/{total} clips embedded")
+
+    if captions and not report.cancelled:
+        _sync_captions(ws, entries, report, restrict=None if clip_ids is None else set(scope), rebuild=rebuild)
+    return clip_ids is None and not report.cancelled and report.pending == 0
+
+
 def _sync_captions(ws: Workspace, entries: dict[int, ClipEntry], report: IndexReport,
+                   restrict: set[int] | None, rebuild: bool = False) -> None:
+    """MiniLM vectors of current captions, for hybrid search; only changed captions are encoded.
+    A rebuild encodes them all into a new collection that then replaces the old one."""
+    live = captions_collection(ws)
+    with _lock_for(live.name):
+        if not rebuild:
+            _fill_captions(live, entries, report, restrict)
+            return
+        col = _fresh_collection(ws, CAPTIONS_MODEL, 384, "minilm-l6-v2")
+        try:
+            _fill_captions(col, entries, report, restrict)
+            _swap_in(ws, col, live.name, "captions")
+        except BaseException:
+            _drop(ws, col.name)
+            raise
+
+
+def _fill_captions(col, entries: dict[int, ClipEntry], report: IndexReport,
                    restrict: set[int] | None) -> None:
-    """MiniLM vectors of current captions, for hybrid search; only changed captions are encoded."""
     from core import text_encoder
-    col = captions_collection(ws)
-    with _lock_for(col.name):
-        existing = _existing(col)
-        wanted = {cid: e.caption for cid, e in entries.items() if e.caption.strip()}
-        if restrict is None:
-            gone = [rid for rid in existing if not rid.isdigit() or int(rid) not in wanted]
-            for part in _chunks(gone):
-                col.delete(ids=list(part))
-            report.captions_deleted = len(gone)
-        todo = []
-        for cid, text in wanted.items():
-            if restrict is not None and cid not in restrict:
-                continue
-            fp = hashlib.sha1(text.encode()).hexdigest()[:16]
-            if existing.get(str(cid), {}).get("fp") != fp:
-                todo.append((cid, text, fp))
-        for part in _chunks(todo, 512):
-            vectors = text_encoder.encode([t for _, t, _ in part])
-            col.upsert(ids=[str(c) for c, _, _ in part], embeddings=vectors,
-                       metadatas=[{"clip_id": c, "fp": fp} for c, _, fp in part])
-        report.captions_embedded = len(todo)
+    existing = _existing(col)
+    wanted = {cid: e.caption for cid, e in entries.items() if e.caption.strip()}
+    if restrict is None:
+        gone = [rid for rid in existing if not rid.isdigit() or int(rid) not in wanted]
+        for part in _chunks(gone):
+            col.delete(ids=list(part))
+        report.captions_deleted = len(gone)
+    todo = []
+    for cid, text in wanted.items():
+        if restrict is not None and cid not in restrict:
+            continue
+        fp = hashlib.sha1(text.encode()).hexdigest()[:16]
+        if existing.get(str(cid), {}).get("fp") != fp:
+            todo.append((cid, text, fp))
+    for part in _chunks(todo, 512):
+        vectors = text_encoder.encode([t for _, t, _ in part])
+        col.upsert(ids=[str(c) for c, _, _ in part], embeddings=vectors,
+                   metadatas=[{"clip_id": c, "fp": fp} for c, _, fp in part])
+    report.captions_embedded = len(todo)
 
 
 def rebuild(ws: Workspace, embedder: Embedder, **kwargs) -> IndexReport:
@@ -497,6 +603,7 @@ def is_current(ws: Workspace, embedder: Embedder) -> bool:
     return reason is None and (col.metadata or {}).get("catalog_marker") == ws.catalog.change_marker()
 
 
+@store_errors
 def ensure_current(ws: Workspace, embedder: Embedder, *, max_new: int | None = None,
                    progress: Progress | None = None, cancel: threading.Event | None = None) -> IndexReport | None:
     """Sync only when the catalogue moved since the last complete sync; None when nothing to do."""
@@ -516,19 +623,23 @@ def delete_vectors(ws: Workspace, clip_ids: Sequence[int]) -> None:
                 col.delete(ids=list(part))
 
 
+@store_errors
 def status(ws: Workspace, embedder: Embedder) -> dict:
-    """How far the model's collection is from the catalogue, for the UI's status line."""
-    col = open_collection(ws, embedder)
-    return {"model_id": embedder.model_id, "collection": col.name, "indexed": col.count(),
-            "clips": ws.catalog.stats().clips, "current": is_current(ws, embedder)}
+    """How far the model's collection is from the catalogue, for the UI's status line (creates nothing)."""
+    col = existing_collection(ws, embedder)
+    return {"model_id": embedder.model_id, "collection": collection_name(ws, embedder.model_id),
+            "indexed": col.count() if col is not None else 0, "clips": ws.catalog.stats().clips,
+            "current": col is not None and is_current(ws, embedder)}
 
 
 # -- models and vectors ----------------------------------------------------------------------------------
-def resolve_embedder(ws: Workspace, model: Embedder | str | None = "active") -> Embedder:
+def resolve_embedder(ws: Workspace, model: Embedder | str | None = "active", *,
+                     allow_folders: bool = True) -> Embedder:
     """An Embedder from an object or a model name ('active', 'shipped', a registered id, a folder).
 
     Names are resolved by core.models (which caches loaded models); a missing model becomes an
-    IndexUnavailable whose message says what to do.
+    IndexUnavailable whose message says what to do. `allow_folders=False` (anyone but an admin)
+    refuses folder paths, and its messages never say what is on the server's disk.
     """
     if model is not None and not isinstance(model, str):
         return model
@@ -540,8 +651,11 @@ def resolve_embedder(ws: Workspace, model: Embedder | str | None = "active") -> 
         raise IndexUnavailable("no student model is available yet (core/models.py is missing): "
                                "train or install a checkpoint first") from exc
     try:
-        return models.get_embedder(name=model or "active", ws=ws, device=ws.settings.resolved_device())
+        return models.get_embedder(name=model or "active", ws=ws, device=ws.settings.resolved_device(),
+                                   allow_folders=allow_folders)
     except (KeyError, FileNotFoundError) as exc:
+        if not allow_folders:
+            raise IndexUnavailable(f"model {model!r} is not available: pick one from the list") from exc
         reason = str(exc).strip("'\"")
         raise IndexUnavailable(f"model {model or 'active'!r} is not available ({reason}): "
                                "train one in the Train tab or pick another") from exc

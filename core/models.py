@@ -4,7 +4,8 @@ Names:
 - "shipped": the student bundled in assets/student (search works on a fresh install);
 - "active":  the workspace's active model (catalog.active_model()), else the shipped one;
 - a model id registered in the workspace catalogue (a finished training run);
-- a path to a checkpoint folder (config.json + model.safetensors).
+- a path to a checkpoint folder (config.json + model.safetensors): for admins and local tools only
+  (`allow_folders=False` refuses it, for callers who may use only the listed models).
 """
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ def shipped_model_id() -> str | None:
     return json.loads(config.read_text()).get("model_id") if config.exists() else None
 
 
-def resolve_path(name: str = "active", ws: Workspace | None = None) -> Path:
-    """The checkpoint folder a model name points to. Raises KeyError / FileNotFoundError."""
+def resolve_path(name: str = "active", ws: Workspace | None = None, *, allow_folders: bool = True) -> Path:
+    """The checkpoint folder a model name points to. Raises KeyError / FileNotFoundError.
+
+    `allow_folders=False` (callers that are not admins) accepts only the listed names, "shipped",
+    "active" and the workspace's registered ids, and never looks at the filesystem for the name:
+    a folder typed by a visitor is refused with the same words whether it exists or not."""
     if name == "shipped" or name == shipped_model_id():
         if not (SHIPPED_DIR / "config.json").exists():
             raise FileNotFoundError(f"no shipped student in {SHIPPED_DIR}")
@@ -37,6 +42,10 @@ def resolve_path(name: str = "active", ws: Workspace | None = None) -> Path:
     if name == "active":
         record = ws.catalog.active_model() if ws is not None else None
         return Path(record.path) if record else resolve_path("shipped")
+    if not allow_folders:
+        if ws is None or name not in {m.id for m in ws.catalog.models()}:
+            raise KeyError(f"unknown model {name!r}: pick one from the list")
+        return Path(ws.catalog.get_model(name).path)
     folder = Path(name).expanduser()
     if (folder / "config.json").exists():
         return folder.resolve()
@@ -45,13 +54,14 @@ def resolve_path(name: str = "active", ws: Workspace | None = None) -> Path:
     return Path(ws.catalog.get_model(name).path)
 
 
-def get_embedder(name: str = "active", ws: Workspace | None = None, device: str = "cpu") -> Embedder:
+def get_embedder(name: str = "active", ws: Workspace | None = None, device: str = "cpu", *,
+                 allow_folders: bool = True) -> Embedder:
     """A loaded model (cached per folder, weights file time and device: a retrained id reloads).
 
     On a CPU, a verified ONNX export beside the checkpoint (`python -m training export-onnx`) is
-    served with onnxruntime instead; `HEARSAY_ONNX=0` turns that off."""
+    served with onnxruntime instead; `HEARSAY_ONNX=0` turns that off. `allow_folders`: see resolve_path."""
     from core.student import WEIGHTS_NAME, Student
-    folder = resolve_path(name, ws)
+    folder = resolve_path(name, ws, allow_folders=allow_folders)
     weights = folder / WEIGHTS_NAME
     onnx = onnx_export_for(folder, device)
     key = (str(folder), weights.stat().st_mtime_ns if weights.exists() else 0, device,

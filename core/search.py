@@ -8,6 +8,9 @@ each clip's current caption (MiniLM, the caption collection) by a weight, late f
 
 Fusion re-ranks the union of both stores' top candidates (a pool a few pages deep), so deep pages
 of a hybrid query are approximate. Paging asks Chroma for offset + k results and slices.
+
+A store error mid-query (another process rebuilding the index, say) raises index.IndexBusy, whose
+message tells people to try again, rather than Chroma's internal words.
 """
 from __future__ import annotations
 
@@ -213,6 +216,7 @@ class _CaptionEncoder:
         return text_encoder.encode(list(texts))
 
 
+@index.store_errors
 def search_text(ws: Workspace, embedder: Embedder, query: str, *, k: int = 10, offset: int = 0,
                 filters: Filters | None = None, hybrid_weight: float = 0.0,
                 with_caption_scores: bool = False) -> SearchPage:
@@ -227,6 +231,7 @@ def search_text(ws: Workspace, embedder: Embedder, query: str, *, k: int = 10, o
                  hybrid_weight=hybrid_weight, exclude=None, with_caption_scores=with_caption_scores)
 
 
+@index.store_errors
 def search_vector(ws: Workspace, embedder: Embedder, vector: np.ndarray, *, k: int = 10, offset: int = 0,
                   filters: Filters | None = None) -> SearchPage:
     """Clips nearest to a vector already in the model's space (e.g. a point picked on the map)."""
@@ -251,6 +256,7 @@ def embed_query_audio(ws: Workspace, embedder: Embedder, source: str | Path | by
     return mean / (np.linalg.norm(mean) or 1.0)
 
 
+@index.store_errors
 def search_audio(ws: Workspace, embedder: Embedder, source: str | Path | bytes | np.ndarray, *, k: int = 10,
                  offset: int = 0, filters: Filters | None = None) -> SearchPage:
     """Clips that sound like the given audio (a file, bytes, or a 16 kHz wave)."""
@@ -259,6 +265,7 @@ def search_audio(ws: Workspace, embedder: Embedder, source: str | Path | bytes |
                  hybrid_weight=0.0, exclude=None, with_caption_scores=False)
 
 
+@index.store_errors
 def more_like_this(ws: Workspace, embedder: Embedder, clip_id: int, *, k: int = 10, offset: int = 0,
                    filters: Filters | None = None, hybrid_weight: float = 0.0,
                    with_caption_scores: bool = False) -> SearchPage:
@@ -338,6 +345,7 @@ def model_scale(embedder: Embedder) -> float | None:
     return None
 
 
+@index.store_errors
 def classify(ws: Workspace, embedder: Embedder, labels: str | Sequence[str], *, clip_id: int | None = None,
              source: str | Path | bytes | np.ndarray | None = None, templates: str | Sequence[str] | None = None,
              scale: float | None = None) -> ZeroShot:

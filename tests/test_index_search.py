@@ -411,7 +411,7 @@ def test_http_server_mode(tone_ws, chroma_server):
 def test_cli_index_and_search(tone_ws, monkeypatch, capsys):
     from core.__main__ import main
     emb = ToneEmbedder()
-    monkeypatch.setattr(index, "resolve_embedder", lambda ws, model="active": emb)
+    monkeypatch.setattr(index, "resolve_embedder", lambda ws, model="active", **kw: emb)
     root = str(tone_ws.root)
     assert main(["index", "--workspace", root]) == 0
     assert "9 embedded" in capsys.readouterr().out
@@ -487,7 +487,7 @@ def test_search_tab_through_gradio_client(tone_ws, app_factory, monkeypatch, tmp
     import ui.search
     from ui.state import AppState
     emb = ToneEmbedder()
-    monkeypatch.setattr(index, "resolve_embedder", lambda ws, model="active": emb)
+    monkeypatch.setattr(index, "resolve_embedder", lambda ws, model="active", **kw: emb)
     monkeypatch.setattr(ui.search, "PAGE_SIZE", 4)
     client = Client(app_factory(AppState(tone_ws.settings)), verbose=False)
     none = [[], [], [], None, None, None, None, None]
@@ -498,7 +498,7 @@ def test_search_tab_through_gradio_client(tone_ws, app_factory, monkeypatch, tmp
     assert results["hits"][0]["name"] == "tone1000.wav" and len(results["hits"]) == 4 and results["has_more"]
     assert "Results 1–4" in summary
     player, text = out[2], out[3]                                    # slot 1 (states and groups are not in the API)
-    assert Path(player).suffix == ".wav" and "tone1000.wav" in text and "model 1.000" in text
+    assert "<audio" in player and ".wav" in player and "tone1000.wav" in text and "model 1.000" in text
     out = client.predict("active", 0.0, *none, api_name="/search_next_page")
     assert "Results 5–8" in out[1] and out[0]["offset"] == 4
     fifth = out[0]["hits"][0]["clip_id"]

@@ -2,14 +2,26 @@
 
 Each event calls one function of core/search.py (after core/index.py has caught the index up
 with the catalogue); this module only turns the results into players, text and a chart.
+
+Who may use which model (checked here, on the server, whatever the model box sends): anyone may
+search the listed models ("active", "shipped", registered ids); only admins may type a checkpoint
+folder. A visitor's search never starts an index for a model that has none yet (except the active
+model, which an admin chose for everyone), so browsing cannot make the server write or work for long.
+
+Result players are plain HTML <audio> elements pointing at the clip WAVs under the served cache:
+a gr.Audio output runs ffprobe on every file it is given (10 processes per search).
 """
 from __future__ import annotations
 
+import html
 import threading
+from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
+from gradio.context import LocalContext
 
-from core import index, search
+from core import access, index, search
 from core.catalog import REVIEW_STATUSES
 from ui.state import AppState
 
@@ -34,11 +46,41 @@ def model_choices(state: AppState) -> list[str]:
     return [ACTIVE] + [i for i in ids if i != ACTIVE]
 
 
-def embedder_for(state: AppState, model: str | None):
+def caller_role() -> str:
+    """The role of whoever called the current event, under the app's access policy (ui/guard.py)."""
+    policy = getattr(LocalContext.blocks.get(None), "hearsay_policy", None)
+    if policy is None:                  # not built by app.build_app: assume the weakest role
+        return access.VISITOR
+    return policy.role_of(LocalContext.request.get(None))
+
+
+def _is_active(state: AppState, embedder) -> bool:
     try:
-        return index.resolve_embedder(state.ws, model or ACTIVE)
+        return embedder.model_id == index.resolve_embedder(state.ws, ACTIVE).model_id
+    except index.IndexUnavailable:
+        return False
+
+
+def embedder_for(state: AppState, model: str | None, role: str, *, searching: bool = True):
+    """The model to use, if this role may use it; `searching`: the call may go on to index it."""
+    try:
+        embedder = index.resolve_embedder(state.ws, model or ACTIVE,
+                                          allow_folders=access.allows(role, access.ADMIN))
+        if (searching and not access.allows(role, access.ANNOTATOR) and not index.has_collection(state.ws, embedder)
+                and not _is_active(state, embedder)):
+            raise gr.Error(f"This model ({embedder.model_id}) isn't indexed yet; an editor can index it "
+                           "with **Update index**. Pick another model meanwhile.")
+        return embedder
     except index.IndexUnavailable as exc:
         raise gr.Error(str(exc).strip("'\""))
+
+
+def player_html(path: Path | None) -> str:
+    """A browser player for a clip WAV (served by path: the clip cache is an allowed path)."""
+    if path is None:
+        return "<div class='hs-player'>This clip's audio is gone.</div>"
+    return (f"<audio class='hs-player' controls preload='none' style='width:100%' "
+            f"src='gradio_api/file={html.escape(quote(str(path)))}'></audio>")
 
 
 def status_markdown(info: dict) -> str:
@@ -135,7 +177,7 @@ def build(state: AppState) -> None:
     for i in range(PAGE_SIZE):
         with gr.Group(visible=False) as group:
             with gr.Row(equal_height=True):
-                player = gr.Audio(show_label=False, type="filepath", interactive=False, scale=2)
+                player = gr.HTML(scale=2, js_on_load=None)
                 text = gr.Markdown()
                 more = gr.Button("More like this", size="sm", scale=0)
         slots.append((group, player, text, more))
@@ -160,10 +202,10 @@ def build(state: AppState) -> None:
         return f"{report.pending} clips are not indexed yet: press **Update index**."
 
     def run(q: dict, model_v, hybrid_v, filters: search.Filters, progress) -> list:
-        embedder = embedder_for(state, model_v)
-        notice = catch_up(embedder, progress)
+        embedder = embedder_for(state, model_v, caller_role())
         common = dict(k=PAGE_SIZE, offset=int(q.get("offset", 0)), filters=filters)
         try:
+            notice = catch_up(embedder, progress)
             if q["kind"] == "text":
                 page = search.search_text(ws, embedder, q["query"], hybrid_weight=hybrid_v or 0.0,
                                           with_caption_scores=True, **common)
@@ -172,7 +214,7 @@ def build(state: AppState) -> None:
             else:
                 page = search.more_like_this(ws, embedder, q["clip_id"], hybrid_weight=hybrid_v or 0.0,
                                              with_caption_scores=True, **common)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, index.IndexUnavailable) as exc:
             raise gr.Error(str(exc).strip("'\""))
         page.notice = notice
         return render(page, q)
@@ -189,12 +231,12 @@ def build(state: AppState) -> None:
             if i < len(page.hits):
                 hit = page.hits[i]
                 try:
-                    wav = str(ws.clip_wav_path(hit.clip_id))
+                    wav = ws.clip_wav_path(hit.clip_id)
                 except (KeyError, OSError):         # deleted since it was indexed
                     wav = None
-                out += [gr.update(visible=True), wav, hit_markdown(first + i, hit)]
+                out += [gr.update(visible=True), player_html(wav), hit_markdown(first + i, hit)]
             else:
-                out += [gr.update(visible=False), None, ""]
+                out += [gr.update(visible=False), "", ""]
         return out + [q["clip_id"] if q["kind"] == "clip" else gr.update()]
 
     def do_text(model_v, query_v, hybrid_v, *filters, progress=gr.Progress()):
@@ -231,7 +273,7 @@ def build(state: AppState) -> None:
         return go
 
     def do_classify(model_v, labels_v, templates_v, clip_v, sound_v):
-        embedder = embedder_for(state, model_v)
+        embedder = embedder_for(state, model_v, caller_role())
         use_clip = _given(clip_v)
         if not use_clip and not sound_v:
             raise gr.Error("Give a clip id or a sound to classify.")
@@ -239,22 +281,29 @@ def build(state: AppState) -> None:
             result = search.classify(ws, embedder, labels_v or "", templates=templates_v,
                                      clip_id=int(clip_v) if use_clip else None,
                                      source=None if use_clip else sound_v)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, index.IndexUnavailable) as exc:
             raise gr.Error(str(exc).strip("'\""))
         return probability_chart(result), result.to_dict()
 
     def do_status(model_v):
-        return status_markdown(index.status(ws, embedder_for(state, model_v)))
+        embedder = embedder_for(state, model_v, caller_role(), searching=False)
+        try:
+            return status_markdown(index.status(ws, embedder))
+        except index.IndexUnavailable as exc:
+            raise gr.Error(str(exc))
 
     def do_index(rebuild: bool):
         def go(model_v, request: gr.Request, progress=gr.Progress()):
-            embedder = embedder_for(state, model_v)
+            embedder = embedder_for(state, model_v, caller_role())
             flag = cancel_flag(request)
             flag.clear()
-            report = index.sync(ws, embedder, rebuild=rebuild, cancel=flag,
-                                progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
-            gr.Info(report.summary())
-            return status_markdown(index.status(ws, embedder))
+            try:
+                report = index.sync(ws, embedder, rebuild=rebuild, cancel=flag,
+                                    progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
+                gr.Info(report.summary())
+                return status_markdown(index.status(ws, embedder))
+            except index.IndexUnavailable as exc:
+                raise gr.Error(str(exc))
         return go
 
     def do_cancel(request: gr.Request):
