@@ -6,7 +6,8 @@ import threading
 
 from core import review
 from core.cli_library import _add_workspace, workspace_from
-from core.export import FORMATS, export, import_export
+from core.export import FORMATS, IMPORT_ACTOR, export, import_export
+from core.importer import printable
 
 
 def register(sub) -> None:
@@ -24,8 +25,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("import-export", help="restore an export (any format) into this workspace, reviews included",
                        description="Each exported clip becomes a recording with the same captions, review and "
-                                   "history. Running it again skips what is already there.")
+                                   "history. Running it again skips what is already there. The restored decisions, "
+                                   "captions and events are recorded as made by --annotator now (the names and times "
+                                   "in the export stay as provenance text), unless --keep-authors.")
     p.add_argument("dir", help="a folder written by `export`")
+    p.add_argument("--annotator", default=IMPORT_ACTOR,
+                   help=f"the name the restored reviews are recorded under (default: {IMPORT_ACTOR!r})")
+    p.add_argument("--keep-authors", action="store_true",
+                   help="restore the original annotators, times and versions as they are in the export "
+                        "(moving your own workspace; the export must be trusted)")
     _add_workspace(p)
     p.set_defaults(func=cmd_import_export)
 
@@ -71,17 +79,20 @@ def cmd_import_export(args) -> int:
     bar, progress = _bar()
     cancel = threading.Event()
     try:
-        report = import_export(ws, args.dir, progress=progress, cancel=cancel)
+        report = import_export(ws, args.dir, importer=args.annotator, keep_authors=args.keep_authors,
+                               progress=progress, cancel=cancel)
     except KeyboardInterrupt:
         cancel.set()
         print("interrupted: run the same command again to continue")
         return 130
-    except FileNotFoundError as exc:
-        print(f"error: {exc}")
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(printable(f"error: {exc}"))
         return 2
     finally:
         bar.close()
-    print(report.summary())
+    for error in report.errors:
+        print(printable(f"error     {error}"))
+    print(printable(report.summary()))
     return 1 if report.errors and not report.imported and not report.duplicates else 0
 
 

@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 from gradio.context import Context
 
-from core import review
+from core import access, review
 from core.catalog import REVIEW_STATUSES
 from core.export import FORMATS, export, extract_zip, import_export
 from ui.state import AppState
@@ -623,17 +623,21 @@ def build(state: AppState) -> None:
         archive = shutil.make_archive(str(state.ws.cache_dir / "exports" / out.name), "zip", out.parent, out.name)
         return "✔ " + report.summary(), archive
 
-    def do_import(folder, upload, progress=gr.Progress()):
+    def do_import(folder, upload, request: gr.Request, progress=gr.Progress()):
+        # The signed-in person authors what is restored; only an admin keeps the export's own names.
+        policy = getattr(root, "hearsay_policy", None) or access.load_policy(state.settings)
         scratch = None
         try:
             if upload:
                 scratch = Path(tempfile.mkdtemp(dir=state.ws.cache_dir))
-                src = extract_zip(upload, scratch)
+                src = extract_zip(upload, scratch, max_mb=state.ws.settings.max_upload_mb)
             elif folder and folder.strip():
                 src = Path(folder).expanduser()
             else:
                 return "Choose a folder or upload a .zip first."
-            report = import_export(state.ws, src, progress=lambda d, t, n: progress(d / max(t, 1), desc="importing"))
+            report = import_export(state.ws, src, importer=access.user_of(request),
+                                   keep_authors=policy.role_of(request) == access.ADMIN,
+                                   progress=lambda d, t, n: progress(d / max(t, 1), desc="importing"))
         except (FileNotFoundError, ValueError, OSError) as exc:
             return f"⚠ {exc}"
         finally:
