@@ -106,13 +106,15 @@ def _decode_audioread(path: str | Path, sr: int, max_bytes: int | None, sf_detai
     except AudioError:
         raise
     except audioread.NoBackendError:
-        raise AudioError(f"cannot decode audio: not an audio file libsndfile or ffmpeg can read ({sf_detail})") from None
+        raise AudioError("cannot decode audio: not an audio file libsndfile or ffmpeg can read "
+                         f"({sf_detail})") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear message
         raise AudioError(f"cannot decode audio ({type(exc).__name__}: {exc or sf_detail})") from None
 
 
 def _megabytes(n: float) -> str:
-    return f"{n / 2**20:.3g} MB"
+    mb = n / 2**20
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.3g} MB"
 
 
 def _check_decoded_size(seconds: float, sr: int, max_bytes: int | None) -> None:

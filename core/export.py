@@ -38,7 +38,8 @@ import soundfile as sf
 
 from core import audio
 from core.catalog import REVIEW_STATUSES, now
-from core.importer import delete_clips, extract_entries, max_file_bytes, plan_zip, printable, safe_name, zip_budget
+from core.importer import (delete_clips, extract_entries, max_file_bytes, megabytes, plan_zip, printable, safe_name,
+                           zip_budget)
 from core.workspace import Workspace
 
 FORMATS = ("jsonl", "csv", "hf")
@@ -306,9 +307,26 @@ def _read_export(src: Path, fmt: str) -> tuple[int, Iterator[_Entry]]:
         entries = list(_read_csv(src / "meta.csv"))
     else:
         import datasets
+        _check_dataset_files(src)
         ds = datasets.load_from_disk(str(src)).cast_column("audio", datasets.Audio(decode=False))
         return len(ds), _read_hf(ds)
     return len(entries), iter(entries)
+
+
+def _check_dataset_files(src: Path) -> None:
+    """A datasets folder names its Arrow files in state.json: they must be files inside the export too."""
+    try:
+        state = json.loads((src / "state.json").read_text(encoding="utf-8"))
+        names = [f["filename"] for f in state.get("_data_files", [])]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        raise ValueError("state.json of the datasets folder is unreadable") from None
+    for name in names:
+        try:
+            inside = isinstance(name, str) and (src / name).resolve().is_relative_to(src)
+        except (OSError, RuntimeError, ValueError):
+            inside = False
+        if not inside:
+            raise ValueError(f"{printable(str(name))[:200]!r}: {OUTSIDE}")
 
 
 def _read_jsonl(path: Path) -> Iterator[_Entry]:
@@ -422,7 +440,7 @@ def _audio_bytes(src: Path, entry: _Entry, limit: int) -> bytes:
     else:
         raise ValueError("the record names no audio file (file_name)")
     if len(data) > limit:
-        raise ValueError(f"{len(data) / 2**20:.3g} MB is over the {limit / 2**20:.3g} MB limit")
+        raise ValueError(f"{megabytes(len(data))} is over the {megabytes(limit)} limit")
     return data
 
 
@@ -449,7 +467,7 @@ def _read_inside(src: Path, name: str, limit: int) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise ValueError("not a regular file")
         if info.st_size > limit:
-            raise ValueError(f"{info.st_size / 2**20:.3g} MB is over the {limit / 2**20:.3g} MB limit")
+            raise ValueError(f"{megabytes(info.st_size)} is over the {megabytes(limit)} limit")
         return fh.read(limit + 1)
 
 
@@ -530,7 +548,8 @@ def _history(record: dict) -> dict:
 
 def _originally(what: str, who, when, version=None, reason=None) -> str:
     """Provenance text: what the export claims happened, clearly not an identity."""
-    text = f"imported; originally {what} by {printable(str(who or 'unknown'))[:80]} at {printable(str(when or '?'))[:40]}"
+    who, when = printable(str(who or "unknown"))[:80], printable(str(when or "?"))[:40]
+    text = f"imported; originally {what} by {who} at {when}"
     if version:
         text += f" (version {printable(str(version))[:12]})"
     return text + (f"; reason: {reason}" if reason else "")

@@ -74,8 +74,9 @@ def printable(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
-def _mb(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:.3g} MB"
+def megabytes(n_bytes: float) -> str:
+    mb = n_bytes / 2**20
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.3g} MB"
 
 
 def read_meta_csv(path: Path, problems: list[str] | None = None) -> dict[str, dict]:
@@ -218,9 +219,10 @@ def plan_zip(archive: zipfile.ZipFile, dest: Path, max_entry_bytes: int,
         if pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(root):
             refused.append((info.filename, "refused: path escapes the archive (zip-slip)"))
         elif info.file_size > max_entry_bytes:
-            refused.append((info.filename, f"{_mb(info.file_size)} unzipped is over the {_mb(max_entry_bytes)} limit"))
+            refused.append((info.filename, f"{megabytes(info.file_size)} unzipped is over the "
+                                           f"{megabytes(max_entry_bytes)} limit"))
         elif total + info.file_size > max_total_bytes:
-            refused.append((info.filename, f"refused: the archive expands to more than {_mb(max_total_bytes)}; "
+            refused.append((info.filename, f"refused: the archive expands to more than {megabytes(max_total_bytes)}; "
                                            "import it in smaller parts"))
         else:
             total += info.file_size
@@ -255,7 +257,7 @@ def _copy_capped(src, target: Path, limit: int) -> None:
             while chunk := src.read(1 << 20):
                 copied += len(chunk)
                 if copied > limit:
-                    raise TooLarge(f"more than the {_mb(limit)} limit once unzipped")
+                    raise TooLarge(f"more than the {megabytes(limit)} limit once unzipped")
                 out.write(chunk)
     except BaseException:
         target.unlink(missing_ok=True)
@@ -304,7 +306,7 @@ def _prepare(ws: Workspace, item: _Item) -> FileResult | _Decoded:
     if size == 0:
         return FileResult(item.name, "error", "empty file (0 bytes)")
     if size > limit:
-        return FileResult(item.name, "error", f"{_mb(size)} is over the {_mb(limit)} limit")
+        return FileResult(item.name, "error", f"{megabytes(size)} is over the {megabytes(limit)} limit")
     if item.path.suffix.lower() not in AUDIO_EXTENSIONS:
         return FileResult(item.name, "error", f"unsupported file type '{item.path.suffix}'")
     file_sha = audio.file_hash(item.path)

@@ -333,3 +333,13 @@ def test_review_tab_import_passes_the_signed_in_importer(ws, tmp_path):
     assert "restored 1" in upload_as("ann")
     [clip] = ws.catalog.clips()
     assert ws.catalog.get_review(clip.id).annotator == "alice"
+
+
+def test_datasets_export_may_not_name_arrow_files_outside(reviewed, tmp_path):
+    out = tmp_path / "hf"
+    export(reviewed, out, "hf")
+    state = json.loads((out / "state.json").read_text())
+    state["_data_files"] = [{"filename": "../elsewhere.arrow"}]
+    (out / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="outside the export"):
+        import_export(Workspace(tmp_path / "fresh", reviewed.settings), out)
