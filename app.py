@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import sys
 import threading
 
 # Idle OpenMP threads sleep instead of spinning: on shared cores spinning made a text query 17× slower.
@@ -45,8 +46,9 @@ def build_app(state: AppState | None = None, policy: access.AccessPolicy | None 
     """The app, with every event's role checked on the server (ui/guard.py; see `demo.hearsay_protection`)."""
     state = state or AppState()
     policy = policy or access.load_policy(state.settings)
+    state.policy = policy              # the tabs show each role what it may read (e.g. the Library to visitors)
     tabs: dict[str, gr.Tab] = {}
-    with gr.Blocks(title="Hearsay", fill_width=True) as demo:
+    with gr.Blocks(title="Hearsay", fill_width=True, delete_cache=guard.CACHE_EXPIRY) as demo:
         gr.Markdown("# Hearsay\nTurn unlabelled audio into text-to-sound search: "
                     "import → caption → review → train → search.")
         for label, module_name, todo in TABS:
@@ -61,6 +63,7 @@ def build_app(state: AppState | None = None, policy: access.AccessPolicy | None 
                 module.build(state)
         guard.access_bar(policy, tabs)
     demo.hearsay_policy = policy
+    demo.hearsay_limits = guard.VisitorLimits.from_settings(state.settings)
     demo.hearsay_protection = guard.protect(demo, policy)
     return demo
 
@@ -114,6 +117,17 @@ def install_nodeps_wheels() -> None:
     importlib.invalidate_caches()
 
 
+def warn_plaintext_passwords(policy: access.AccessPolicy) -> None:
+    """Plain-text passwords in HEARSAY_USERS or hearsay.toml work, but anyone who reads the environment or
+    the file can sign in: say so at every start (in the log and on the console)."""
+    names = access.plaintext_users(policy)
+    if names:
+        message = (f"plain-text passwords for {', '.join(names)}: store hashes instead "
+                   "(python -m core hash-password)")
+        log.warning(message, extra={"users": names})
+        print(f"hearsay: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Hearsay app.")
     on_spaces = bool(os.environ.get("SPACE_ID"))
@@ -143,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     policy = demo.hearsay_policy
     log.info("starting", extra={"workspace": str(state.ws.root), "users": len(policy.users),
                                 "visitor_mode": policy.visitor_mode, "spaces": on_spaces})
+    warn_plaintext_passwords(policy)
     # Long jobs have their own queues (ui/guard.LONG_JOBS); a bounded queue keeps a busy demo responsive.
     demo.queue(default_concurrency_limit=4, max_size=64 if on_spaces else None)
     demo.launch(server_name=args.host, server_port=args.port, head=head_html(),

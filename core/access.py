@@ -5,7 +5,8 @@ or from `hearsay.toml` (`users = ["alice:…:admin"]`, or a `[users.alice]` tabl
 `role`); the environment wins. Passwords live only there, never in the workspace; a password may be
 a hash from `python -m core hash-password`. Roles, weakest first:
 
-- visitor:   read only: search, the map, evaluation on the workspace's own data, library browse/play.
+- visitor:   read only: search, the map, evaluation on the workspace's own data, library browse/play,
+             and of the annotators' work only the published captions (core/published.py).
 - annotator: also review, caption, import and export.
 - admin:     everything: training, deleting, activating models, bulk actions, settings, server paths.
 
@@ -85,11 +86,14 @@ PERMISSIONS: dict[str, str] = {
 # "module:qualified name" (all lambdas of one function share a name). A `.then()` event needs what
 # the event before it needed, so chained page events need no entry.
 PAGE_EVENTS: dict[str, str] = {
-    "ui.library:build.<locals>.<lambda>": VISITOR,          # filters, page load, delete-confirm toggles
+    "ui.library:build.<locals>.<lambda>": VISITOR,          # delete-confirm toggles
+    "ui.library:build.<locals>.refilter": VISITOR,          # filters (what each role reads: core/published.py)
+    "ui.library:build.<locals>.on_load": VISITOR,           # page load
     "ui.library:build.<locals>.turn.<locals>.go": VISITOR,  # previous / next page
     "ui.library:build.<locals>.on_select": VISITOR,
     "ui.captions:build.<locals>.<lambda>": ANNOTATOR,       # filters
     "ui.captions:build.<locals>.on_select": ANNOTATOR,
+    "ui.captions:build.<locals>.fill": ANNOTATOR,           # page load: the tables (empty in /config)
     "ui.review:build.<locals>.whoami": ANNOTATOR,
     "ui.review:build.<locals>.<lambda>": ANNOTATOR,         # remember the annotator's name
     "ui.review:build.<locals>.revert_clicked": ANNOTATOR,

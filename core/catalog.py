@@ -275,6 +275,16 @@ class ClipRow:
     review: Review
 
 
+# SQL for a clip's caption id, given the clip `c` and its review `rv` (LEFT JOINed):
+# current: the one the review chose, else the newest;
+CURRENT_CAPTION = "COALESCE(rv.caption_id, (SELECT MAX(id) FROM captions WHERE clip_id = c.id))"
+# published (core/published.py): the review's choice once accepted or edited, nothing once rejected, else the
+# newest caption that no annotator wrote (an annotator's text is published only by a decided review).
+_NEWEST_TEACHER = "(SELECT MAX(id) FROM captions WHERE clip_id = c.id AND origin != 'annotator')"
+PUBLISHED_CAPTION = f"""(CASE WHEN rv.status IN ('accepted', 'edited') THEN COALESCE(rv.caption_id, {_NEWEST_TEACHER})
+    WHEN rv.status = 'rejected' THEN NULL ELSE {_NEWEST_TEACHER} END)"""
+
+
 @dataclass
 class ClipQuery:
     text: str = ""                      # substring of file name or caption
@@ -283,6 +293,7 @@ class ClipQuery:
     recording_id: int | None = None
     limit: int = 50
     offset: int = 0
+    published: bool = False             # caption = the published one (what visitors read), not the current one
 
 
 @dataclass
@@ -527,12 +538,12 @@ class Catalog:
         elif q.status:
             where.append("COALESCE(rv.status, 'pending') = ?")
             args.append(q.status)
-        # current caption: the one the review chose, else the newest
+        # current caption: the one the review chose, else the newest (or the published one: see PUBLISHED_CAPTION)
+        chosen = PUBLISHED_CAPTION if q.published else CURRENT_CAPTION
         sql = f"""
             FROM clips c JOIN recordings r ON r.id = c.recording_id
             LEFT JOIN reviews rv ON rv.clip_id = c.id
-            LEFT JOIN captions cap ON cap.id = COALESCE(rv.caption_id,
-                (SELECT MAX(id) FROM captions WHERE clip_id = c.id))
+            LEFT JOIN captions cap ON cap.id = {chosen}
             {'WHERE ' + ' AND '.join(where) if where else ''}"""
         with self._connect() as db:
             total = db.execute(f"SELECT COUNT(*) {sql}", args).fetchone()[0]
@@ -576,6 +587,14 @@ class Catalog:
         """Every caption of a clip, oldest first (the append-only history)."""
         with self._connect() as db:
             return [_caption(r) for r in db.execute("SELECT * FROM captions WHERE clip_id=? ORDER BY id", (clip_id,))]
+
+    def published_caption(self, clip_id: int) -> Caption | None:
+        """The caption of a clip that visitors may read (PUBLISHED_CAPTION), or None."""
+        with self._connect() as db:
+            row = db.execute(f"""SELECT cap.* FROM clips c LEFT JOIN reviews rv ON rv.clip_id = c.id
+                                 JOIN captions cap ON cap.id = {PUBLISHED_CAPTION} WHERE c.id = ?""",
+                             (clip_id,)).fetchone()
+        return _caption(row) if row else None
 
     def get_caption(self, caption_id: int) -> Caption:
         with self._connect() as db:

@@ -63,19 +63,19 @@ def build(state: AppState) -> None:
                 run_btn = gr.Button("Caption", variant="primary")
                 cancel_btn = gr.Button("Cancel")
             status = gr.Markdown()
-            fail_table = gr.Dataframe(value=failures(state), headers=FAILURE_COLUMNS, label="Recent failures",
+            # tables start empty and fill when an annotator's page loads: build-time values are in /config
+            fail_table = gr.Dataframe(value=pd.DataFrame(columns=FAILURE_COLUMNS), label="Recent failures",
                                       interactive=False, wrap=True, max_height=200)
         with gr.Column(scale=2):
             with gr.Row():
                 text = gr.Textbox(label="Filter", placeholder="file name or caption contains…", scale=2)
                 source = gr.Dropdown([ALL] + state.ws.catalog.sources(), value=ALL, label="Source",
                                      allow_custom_value=True)
-            frame, info = table(state)
-            captions = gr.Dataframe(value=frame, interactive=False, wrap=True, max_height=420,
-                                    column_widths=["6%", "20%", "6%", "6%", "40%", "10%", "7%", "5%"])
+            captions = gr.Dataframe(value=pd.DataFrame(columns=CAPTION_COLUMNS), interactive=False, wrap=True,
+                                    max_height=420, column_widths=["6%", "20%", "6%", "6%", "40%", "10%", "7%", "5%"])
             with gr.Row():
                 page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=0)
-                page_info = gr.Markdown(info)
+                page_info = gr.Markdown()
                 refresh_btn = gr.Button("Refresh", size="sm")
     with gr.Row():
         with gr.Column(scale=1):
@@ -111,6 +111,9 @@ def build(state: AppState) -> None:
     def refresh(text_v, source_v, page_v):
         return table(state, text_v, source_v, page_v)
 
+    def fill(text_v, source_v, page_v):
+        return (*refresh(text_v, source_v, page_v), failures(state))
+
     def on_select(frame_v: pd.DataFrame, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return int(frame_v.iloc[row]["clip"])
@@ -142,8 +145,10 @@ def build(state: AppState) -> None:
     for comp in (text, source):
         comp.change(lambda *v: (1, *refresh(v[0], v[1], 1)), filters, [page, captions, page_info], api_name=False)
     page.submit(refresh, filters, [captions, page_info], api_name="captions_table")
-    refresh_btn.click(lambda *v: (*refresh(*v), failures(state)), filters, [captions, page_info, fail_table],
-                      api_name="captions_refresh")
+    refresh_btn.click(fill, filters, [captions, page_info, fail_table], api_name="captions_refresh")
+    root = gr.context.Context.root_block
+    if root is not None:
+        root.load(fill, filters, [captions, page_info, fail_table], api_name=False)
     captions.select(on_select, [captions], [selected], api_name=False)
     selected.change(show, [selected], [player, versions], api_name="captions_clip")
     recaption_btn.click(recaption, [selected, teacher, prompt, *filters], [versions, captions, page_info, fail_table],

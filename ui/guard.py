@@ -8,6 +8,11 @@ the server whatever the browser or an API client sends. It also:
 - gives long jobs their own queues (one at a time each) so they cannot starve searches;
 - logs every write and every refusal to the "hearsay.access" logger (the audit trail).
 
+Below the events, at the HTTP level (`launch_options`): sign-in is throttled per name and per client
+address and failures are logged (core/throttle.py, `access.SignIn`); visitors' uploads are capped per
+request and per address per hour (`HttpGate`); Gradio's temporary files expire (`CACHE_EXPIRY`); and
+only clip audio and spectrograms are served by path (`served_paths`).
+
 The request is read from Gradio's per-call context (set just before it calls an event function),
 so the wrapped function keeps its signature and Gradio still injects gr.Request / gr.Progress.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,7 +30,8 @@ from gradio import utils as gr_utils
 from gradio.context import LocalContext
 
 from core import access
-from core.access import ADMIN, ANONYMOUS, VISITOR, AccessDenied, AccessPolicy
+from core.access import ADMIN, ANNOTATOR, ANONYMOUS, VISITOR, AccessDenied, AccessPolicy
+from core.throttle import UploadQuota
 
 log = logging.getLogger("hearsay.access")
 
@@ -242,36 +249,140 @@ def served_paths(ws) -> list[str]:
     """Workspace folders Gradio may serve by path: clip audio and spectrograms only.
 
     Gradio serves anything under `allowed_paths` to anyone who asks for it by name, so the whole
-    workspace (catalog.db with every review, logs, exports, models) must never be one. Files the
-    app returns as outputs are copied to Gradio's own cache anyway; review exports need their
-    folder listed only when the workspace lies outside the working and temp directories."""
-    import os
-    import tempfile
-    from gradio.utils import is_in_or_equal
+    workspace (catalog.db with every review, logs, exports, models) must never be one, nor any folder
+    of it that holds annotators' work: review exports are handed out as outputs instead, which Gradio
+    copies into its own cache under a hashed, unguessable name (ui/review.py)."""
     folders = [ws.cache_dir / "clips", ws.cache_dir / "spectrograms"]
-    root = ws.root.resolve()
-    if not any(is_in_or_equal(root, base) for base in (os.getcwd(), tempfile.gettempdir())):
-        folders.append(ws.cache_dir / "exports")
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
     return [str(f) for f in folders]
 
 
+# Gradio's own temporary files (uploads, copies of outputs) go after two hours, checked every 15 minutes.
+CACHE_EXPIRY = (15 * 60, 2 * 3600)
+
+
+@dataclass(frozen=True)
+class VisitorLimits:
+    """What a visitor (anyone below annotator) may upload: audio queries for search, not imports."""
+    upload_mb: float = 10.0                 # one request
+    mb_per_hour: float = 100.0              # per client address
+
+    @classmethod
+    def from_settings(cls, settings) -> "VisitorLimits":
+        extra = getattr(settings, "extra", None) or {}
+        return cls(float(extra.get("visitor_upload_mb", cls.upload_mb)),
+                   float(extra.get("visitor_upload_mb_per_hour", cls.mb_per_hour)))
+
+
+# Where Gradio takes files (a recording from the microphone goes to the second).
+UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/process_recording")
+
+# The client's address during a sign-in (Gradio's auth callable only receives the name and password).
+CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("hearsay_client_address", default=None)
+
+
+class HttpGate:
+    """ASGI middleware for what the event guard cannot see: the address behind POST /login, and the
+    size of visitors' requests, uploads above all (Gradio takes files from anyone who may load the page).
+
+    The address is the socket's peer, or what a trusted proxy says it is (uvicorn's proxy headers:
+    set FORWARDED_ALLOW_IPS to the proxy's address when one sits in front; otherwise every client shares
+    the proxy's address, its sign-in backoff and its upload allowance)."""
+
+    def __init__(self, app, policy: AccessPolicy, limits: VisitorLimits):
+        self.app, self.policy, self.limits = app, policy, limits
+        self.quota = UploadQuota(int(limits.mb_per_hour * 2**20))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "").rstrip("/")
+        address = (scope.get("client") or (None,))[0]
+        if path.endswith("/login"):
+            token = CLIENT_ADDRESS.set(address)
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                CLIENT_ADDRESS.reset(token)
+        refusal = self.visitor_refusal(scope, address, upload=path.endswith(UPLOAD_PATHS))
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def visitor_refusal(self, scope, address: str | None, upload: bool):
+        """None to let a POST through, else the response that refuses it. A visitor's request body is at
+        most `upload_mb` (an audio query, or an event's inputs); files also count against the hourly quota."""
+        from starlette.datastructures import Headers
+        from starlette.responses import PlainTextResponse
+        role = self.policy.role_of_user(signed_in_user(scope))
+        if access.allows(role, ANNOTATOR):
+            return None
+        limit = int(self.limits.upload_mb * 2**20)
+        try:
+            length = int(Headers(scope=scope)["content-length"])
+        except (KeyError, ValueError):
+            return PlainTextResponse("Uploads need a Content-Length.", status_code=411) if upload else None
+        if length > limit:
+            log.warning("upload refused", extra={"address": address, "bytes": length, "role": role})
+            return PlainTextResponse(f"Visitors may upload at most {self.limits.upload_mb:g} MB at a time "
+                                     "(an audio query); sign in to upload more.", status_code=413)
+        if upload and not self.quota.take(address or "?", length):
+            log.warning("upload quota used up", extra={"address": address, "bytes": length})
+            return PlainTextResponse("This address has used its upload allowance for the hour; try again later "
+                                     "or sign in.", status_code=429, headers={"Retry-After": "600"})
+        return None
+
+
+def signed_in_user(connection) -> str | None:
+    """The user named by Gradio's sign-in cookie of a request (or an ASGI scope), else None."""
+    from starlette.requests import HTTPConnection
+    if isinstance(connection, dict):
+        connection = HTTPConnection(connection)
+    app = connection.scope.get("app")
+    tokens, cookie_id = getattr(app, "tokens", None), getattr(app, "cookie_id", None)
+    if not tokens or cookie_id is None:
+        return None
+    token = connection.cookies.get(f"access-token-{cookie_id}") or \
+        connection.cookies.get(f"access-token-unsecure-{cookie_id}")
+    return tokens.get(token) if token else None
+
+
+def sign_in_callable(sign_in: access.SignIn) -> Callable:
+    """Gradio's `auth` callable: the password check runs off the event loop (a full hash costs ~0.1 s
+    of CPU), and a locked-out name or address gets 429 with Retry-After at once."""
+    async def authenticate(username: str, password: str) -> bool:
+        import math
+
+        import anyio
+        from fastapi import HTTPException
+        result = await anyio.to_thread.run_sync(sign_in.attempt, username, password, CLIENT_ADDRESS.get())
+        if result.retry_after > 0:
+            wait = math.ceil(result.retry_after)
+            raise HTTPException(status_code=429, detail=f"Too many failed sign-ins: try again in {wait} s.",
+                                headers={"Retry-After": str(wait)})
+        return result.ok
+    return authenticate
+
+
 def launch_options(demo: gr.Blocks, policy: AccessPolicy) -> dict:
     """The `launch()` arguments for this policy (call `after_launch` once it is running)."""
-    if not policy.login:
+    if not policy.enabled:
         return {}
+    from starlette.middleware import Middleware
+    limits = getattr(demo, "hearsay_limits", None) or VisitorLimits()
+    options: dict = {"app_kwargs": {"middleware": [Middleware(HttpGate, policy=policy, limits=limits)]}}
+    if not policy.login:
+        return options
+    demo.hearsay_sign_in = access.SignIn(policy)
+    authenticate = sign_in_callable(demo.hearsay_sign_in)
     message = "Hearsay: sign in with the name and password your admin gave you."
     if not policy.visitor_mode:
-        return {"auth": policy.authenticate, "auth_message": message}
+        return options | {"auth": authenticate, "auth_message": message}
 
     # Visitor mode: everyone gets in; Gradio's own sign-in cookie, when present, names the user.
-    def current_user(request) -> str:
-        app = demo.server_app
-        token = request.cookies.get(f"access-token-{app.cookie_id}") or \
-            request.cookies.get(f"access-token-unsecure-{app.cookie_id}")
-        return app.tokens.get(token) or ANONYMOUS
-    return {"auth_dependency": current_user, "ssr_mode": False}
+    demo.hearsay_authenticate = authenticate
+    return options | {"auth_dependency": lambda request: signed_in_user(request) or ANONYMOUS, "ssr_mode": False}
 
 
 def after_launch(demo: gr.Blocks, policy: AccessPolicy) -> None:
@@ -280,7 +391,7 @@ def after_launch(demo: gr.Blocks, policy: AccessPolicy) -> None:
         return
     from fastapi.responses import HTMLResponse
     app = demo.server_app
-    app.auth = policy.authenticate         # POST /login checks this; launch() would refuse it beside auth_dependency
+    app.auth = demo.hearsay_authenticate   # POST /login checks this; launch() would refuse it beside auth_dependency
     app.add_api_route("/login", lambda: HTMLResponse(LOGIN_PAGE), methods=["GET"], include_in_schema=False)
 
 
@@ -294,5 +405,6 @@ form{display:grid;gap:.6rem;min-width:16rem}input,button{font-size:1rem;padding:
 <button>Sign in</button><a href="./">continue as a visitor</a><div id="msg"></div></form>
 <script>document.getElementById("f").onsubmit=async e=>{e.preventDefault();
 const r=await fetch("login",{method:"POST",body:new URLSearchParams(new FormData(e.target)),credentials:"same-origin"});
-if(r.ok){location.href="./"}else{document.getElementById("msg").textContent="Wrong name or password."}}</script>
+const j=r.ok?{}:await r.json().catch(()=>({}));
+if(r.ok){location.href="./"}else{document.getElementById("msg").textContent=r.status==429&&j.detail?j.detail:"Wrong name or password."}}</script>
 </body></html>"""

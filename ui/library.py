@@ -6,12 +6,14 @@ import threading
 import gradio as gr
 import pandas as pd
 
+from core import published
+from core.access import ADMIN
 from core.catalog import REVIEW_STATUSES, ClipQuery
 from core.importer import AUDIO_EXTENSIONS, delete_clips, import_paths
 from ui.state import AppState
 
 PAGE_SIZE = 25
-COLUMNS = ["clip", "file", "source", "start", "end", "status", "caption", "label"]
+COLUMNS = published.PRIVATE_COLUMNS
 ALL = "(all)"
 
 # One cancel flag per browser session: a running import checks it between files.
@@ -30,34 +32,22 @@ def stats_markdown(state: AppState) -> str:
 
 
 def clip_table(state: AppState, text: str = "", source: str = ALL, status: str = ALL,
-               page: int = 1) -> tuple[pd.DataFrame, str]:
+               page: int = 1, role: str = ADMIN) -> tuple[pd.DataFrame, str]:
+    """A page of clips as `role` may read it (core/published.py: visitors get published captions only)."""
     page = max(1, int(page or 1))
     query = ClipQuery(text=text or "", source=None if source in (None, ALL) else source,
                       status=None if status in (None, ALL) else status,
                       limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    rows, total = state.ws.catalog.clip_rows(query)
-    frame = pd.DataFrame([{
-        "clip": r.clip.id, "file": r.recording.original_name, "source": r.recording.source,
-        "start": r.clip.start, "end": r.clip.end, "status": r.review.status,
-        "caption": r.caption.text if r.caption else "", "label": r.recording.meta.get("label", ""),
-    } for r in rows], columns=COLUMNS)
+    rows, total = published.clip_rows(state.ws, query, role)
+    columns = COLUMNS if published.reads_private(role) else published.PUBLIC_COLUMNS
     pages = max(1, -(-total // PAGE_SIZE))
-    return frame, f"page {min(page, pages)} of {pages} · {total} clips match"
+    return pd.DataFrame(rows, columns=columns), f"page {min(page, pages)} of {pages} · {total} clips match"
 
 
-def clip_details(state: AppState, clip_id: int) -> tuple[str, str, dict]:
-    """(wav path for the player, spectrogram png path, details) of one clip."""
-    ws = state.ws
-    clip = ws.catalog.get_clip(int(clip_id))
-    rec = ws.catalog.get_recording(clip.recording_id)
-    captions = ws.catalog.captions(clip.id)
-    details = {"clip": clip.id, "recording": rec.original_name, "source": rec.source,
-               "start": clip.start, "end": clip.end, "recording duration": rec.duration,
-               "original sample rate": rec.sample_rate, "metadata": rec.meta,
-               "review": ws.catalog.get_review(clip.id).status,
-               "captions": [{"text": c.text, "origin": c.origin, "teacher": c.teacher, "annotator": c.annotator,
-                             "created": c.created} for c in captions]}
-    return str(ws.clip_wav_path(clip)), str(ws.spectrogram_path(clip)), details
+def clip_details(state: AppState, clip_id: int, role: str = ADMIN) -> tuple[str, str, dict]:
+    """(wav path for the player, spectrogram png path, details as `role` may read them) of one clip."""
+    details = published.clip_record(state.ws, int(clip_id), role)
+    return str(state.ws.clip_wav_path(int(clip_id))), str(state.ws.spectrogram_path(int(clip_id))), details
 
 
 def build(state: AppState) -> None:
@@ -82,13 +72,14 @@ def build(state: AppState) -> None:
                                      allow_custom_value=True)
                 status = gr.Dropdown(label="Review status", choices=[ALL, "uncaptioned", *REVIEW_STATUSES],
                                      value=ALL)
-            table = gr.Dataframe(value=clip_table(state)[0], interactive=False, wrap=True, max_height=420,
-                                 column_widths=["7%", "25%", "12%", "7%", "7%", "9%", "23%", "10%"])
+            # empty until the page loads: the build-time value is in /config, served to anyone
+            table = gr.Dataframe(value=pd.DataFrame(columns=published.PUBLIC_COLUMNS), interactive=False, wrap=True,
+                                 max_height=420)
             with gr.Row():
                 prev_btn = gr.Button("◀ Previous", size="sm")
                 page = gr.Number(value=1, label="Page", precision=0, minimum=1, scale=0)
                 next_btn = gr.Button("Next ▶", size="sm")
-                page_info = gr.Markdown(clip_table(state)[1])
+                page_info = gr.Markdown()
     with gr.Row():
         with gr.Column():
             selected = gr.Number(label="Selected clip (click a row, or type an id)", precision=0, value=None,
@@ -125,35 +116,46 @@ def build(state: AppState) -> None:
         cancel_flag(request).set()
         return "Cancelling after the current file…"
 
-    def refresh(text_v, source_v, status_v, page_v):
-        frame, info = clip_table(state, text_v, source_v, status_v, page_v)
-        return frame, info
+    def refresh(text_v, source_v, status_v, page_v, request: gr.Request):
+        return clip_table(state, text_v, source_v, status_v, page_v, state.role(request))
+
+    def refilter(text_v, source_v, status_v, page_v, request: gr.Request):
+        return 1, *clip_table(state, text_v, source_v, status_v, 1, state.role(request))
 
     def turn(delta):
-        def go(text_v, source_v, status_v, page_v):
+        def go(text_v, source_v, status_v, page_v, request: gr.Request):
             new = max(1, int(page_v or 1) + delta)
-            frame, info = clip_table(state, text_v, source_v, status_v, new)
-            return new, frame, info
+            return new, *clip_table(state, text_v, source_v, status_v, new, state.role(request))
         return go
+
+    def refresh_all(text_v, source_v, status_v, page_v, request: gr.Request):
+        return (*refresh(text_v, source_v, status_v, page_v, request), stats_markdown(state))
+
+    def on_load(text_v, source_v, status_v, page_v, request: gr.Request):
+        """Fresh numbers whenever a page opens (the demo may still be importing, another tab may have
+        changed things); the status filter only for those who may read review statuses."""
+        return (*refresh_all(text_v, source_v, status_v, page_v, request),
+                gr.update(choices=[ALL] + state.ws.catalog.sources()),
+                gr.update(visible=published.reads_private(state.role(request))))
 
     def on_select(frame: pd.DataFrame, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         return int(frame.iloc[row]["clip"])
 
-    def show(clip_id):
+    def show(clip_id, request: gr.Request):
         if clip_id is None:
             return None, None, None, gr.update(visible=False)
         try:
-            wav, png, info = clip_details(state, int(clip_id))
+            wav, png, info = clip_details(state, int(clip_id), state.role(request))
         except KeyError:
             raise gr.Error(f"No clip {int(clip_id)}.")
         return wav, png, info, gr.update(visible=False)
 
-    def do_delete(clip_id, text_v, source_v, status_v, page_v):
+    def do_delete(clip_id, text_v, source_v, status_v, page_v, request: gr.Request):
         if clip_id is None:
             raise gr.Error("Select a clip first.")
         delete_clips(state.ws, [int(clip_id)])
-        frame, info = clip_table(state, text_v, source_v, status_v, page_v)
+        frame, info = refresh(text_v, source_v, status_v, page_v, request)
         return (f"Deleted clip {int(clip_id)}.", gr.update(visible=False), frame, info, stats_markdown(state),
                 None, None, None, None)
 
@@ -162,7 +164,7 @@ def build(state: AppState) -> None:
     imp.then(refresh, filters, [table, page_info], api_name=False)
     cancel_btn.click(do_cancel, None, [delete_msg], api_name="library_cancel_import", queue=False)
     for comp in (text, source, status):
-        comp.change(lambda *v: (1, *refresh(*v[:3], 1)), filters, [page, table, page_info], api_name=False)
+        comp.change(refilter, filters, [page, table, page_info], api_name=False)
     page.submit(refresh, filters, [table, page_info], api_name="library_table")
     prev_btn.click(turn(-1), filters, [page, table, page_info], api_name=False)
     next_btn.click(turn(+1), filters, [page, table, page_info], api_name=False)
@@ -173,10 +175,7 @@ def build(state: AppState) -> None:
     confirm_btn.click(do_delete, [selected, *filters],
                       [delete_msg, confirm_row, table, page_info, stats, selected, player, spectrogram, details],
                       api_name="library_delete")
-    # Fresh numbers whenever a page opens (the demo may still be importing, another tab may have changed things).
     root = gr.context.Context.root_block
     if root is not None:
-        root.load(lambda *v: (*refresh(*v), stats_markdown(state), gr.update(choices=[ALL] + state.ws.catalog.sources())),
-                  filters, [table, page_info, stats, source], api_name=False)
-    gr.Button("Refresh", size="sm").click(lambda *v: (*refresh(*v), stats_markdown(state)), filters,
-                                          [table, page_info, stats], api_name="library_refresh")
+        root.load(on_load, filters, [table, page_info, stats, source, status], api_name=False)
+    gr.Button("Refresh", size="sm").click(refresh_all, filters, [table, page_info, stats], api_name="library_refresh")

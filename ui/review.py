@@ -6,7 +6,6 @@ Keyboard shortcuts live in `HEAD` (app.py puts it into the page's <head>); the l
 from __future__ import annotations
 
 import html
-import secrets
 import shutil
 import tempfile
 import threading
@@ -271,17 +270,43 @@ def _conflict_md(versions: dict) -> str:
             f"{m['reason'] or ''} |")
 
 
+# -- downloads ------------------------------------------------------------------------------------
+# BrowserState needs a key, and the browser needs it too (it is in /config for anyone): not a secret.
+# What it keeps is a display name the same browser typed; a fixed key lets it survive restarts.
+BROWSER_STATE_KEY = "hearsay-annotator-name"
+DOWNLOAD_PREFIX, DOWNLOAD_TTL = "hearsay-download-", 2 * 3600
+
+
+def download_zip(folder: Path) -> str:
+    """Zip an export for the Download box. The zip goes to a fresh private temp folder with a random name,
+    never to a folder served by path: Gradio copies it into its own cache under a hashed name and hands
+    that link to the caller only. Downloads older than DOWNLOAD_TTL are removed on the way."""
+    expire_downloads()
+    staging = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX))
+    return shutil.make_archive(str(staging / folder.name), "zip", folder.parent, folder.name)
+
+
+def expire_downloads(now: float | None = None) -> int:
+    """Remove staged download folders older than DOWNLOAD_TTL; returns how many went."""
+    import time
+    now = time.time() if now is None else now
+    gone = 0
+    for old in Path(tempfile.gettempdir()).glob(DOWNLOAD_PREFIX + "*"):
+        try:
+            if old.is_dir() and now - old.stat().st_mtime > DOWNLOAD_TTL:
+                shutil.rmtree(old, ignore_errors=True)
+                gone += 1
+        except OSError:
+            continue
+    return gone
+
+
 # -- the tab ----------------------------------------------------------------------------------------
 
 def build(state: AppState) -> None:
     cat = state.ws.catalog
-    secret = cat.get_value("ui.browser_secret")
-    if not secret:      # stable per workspace, so a remembered name survives restarts
-        secret = secrets.token_hex(16)
-        cat.set_value("ui.browser_secret", secret)
-
     session = gr.State(new_session())
-    remembered = gr.BrowserState("", storage_key="hearsay-annotator", secret=secret)
+    remembered = gr.BrowserState("", storage_key="hearsay-annotator", secret=BROWSER_STATE_KEY)
 
     with gr.Row(equal_height=True):
         annotator = gr.Textbox(label="Annotator", placeholder="your name (remembered in this browser)", scale=2,
@@ -321,9 +346,9 @@ def build(state: AppState) -> None:
                     theirs_btn = gr.Button("Keep theirs", elem_id="review-keep-theirs")
                     mine_btn = gr.Button("Save mine over theirs", variant="primary", elem_id="review-keep-mine")
             with gr.Accordion("Guidelines", open=False):
-                guide_md = gr.Markdown(review.guidelines(cat))
+                guide_md = gr.Markdown()            # filled when an annotator's page loads (not in /config)
                 with gr.Accordion("Edit guidelines", open=False):
-                    guide_edit = gr.Textbox(review.guidelines(cat), lines=8, label="Markdown", show_label=False)
+                    guide_edit = gr.Textbox(lines=8, label="Markdown", show_label=False)
                     guide_btn = gr.Button("Save guidelines", size="sm")
 
     with gr.Accordion("History of this clip", open=False) as history_box:
@@ -620,8 +645,7 @@ def build(state: AppState) -> None:
                             progress=lambda d, t, n: progress(d / max(t, 1), desc="exporting"))
         except (FileExistsError, ValueError) as exc:
             return f"⚠ {exc}", None
-        archive = shutil.make_archive(str(state.ws.cache_dir / "exports" / out.name), "zip", out.parent, out.name)
-        return "✔ " + report.summary(), archive
+        return "✔ " + report.summary(), download_zip(out)
 
     def do_import(folder, upload, request: gr.Request, progress=gr.Progress()):
         # The signed-in person authors what is restored; only an admin keeps the export's own names.
@@ -649,6 +673,7 @@ def build(state: AppState) -> None:
     act_inputs = [session, annotator, caption, reason]
     root = Context.root_block
     if root is not None:
+        root.load(lambda: (review.guidelines(cat),) * 2, None, [guide_md, guide_edit], api_name=False)
         root.load(whoami, [remembered], [annotator], api_name=False).then(
             load_queue, [session, annotator, order, scope, seed], view, api_name=False)
     annotator.change(lambda name: name, [annotator], [remembered], api_name=False)

@@ -142,7 +142,7 @@ def build(state: AppState) -> None:
         with gr.Column(scale=2):
             gr.Markdown("### Runs")
             with gr.Row():
-                run_pick = gr.Dropdown(label="Run", choices=run_choices(state), value=None, allow_custom_value=True)
+                run_pick = gr.Dropdown(label="Run", choices=[], value=None, allow_custom_value=True)
                 cancel_btn = gr.Button("Cancel run", variant="stop")
                 resume_btn = gr.Button("Resume")
                 activate_btn = gr.Button("Make active")
@@ -151,7 +151,8 @@ def build(state: AppState) -> None:
                 loss_plot = gr.Plot(label="Loss")
                 recall_plot = gr.Plot(label="Validation")
             log = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, interactive=False)
-            runs = gr.Dataframe(value=runs_table(state), interactive=False, wrap=True, max_height=260)
+            # empty until an annotator's page loads (the load below): build-time values are in /config
+            runs = gr.Dataframe(value=pd.DataFrame(columns=RUN_COLUMNS), interactive=False, wrap=True, max_height=260)
             refresh_btn = gr.Button("Refresh", size="sm")
     timer = gr.Timer(2.0)
 
