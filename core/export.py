@@ -346,7 +346,6 @@ def _read_jsonl(path: Path) -> Iterator[_Entry]:
 
 
 def _read_csv(path: Path) -> Iterator[_Entry]:
-    import csv
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         reader = csv.DictReader(fh)
         while True:

@@ -102,6 +102,8 @@ def read_meta_csv(path: Path, problems: list[str] | None = None) -> dict[str, di
                         return {}
                     problems.append(f"line {reader.line_num}: {exc}; row skipped")
                     continue
+                if not row:                              # blank lines, as csv.DictReader skips them
+                    continue
                 if header is None:
                     header = [h.strip() for h in row]
                     _check_header(header, problems)
