@@ -321,10 +321,16 @@ def test_unknown_names_and_plain_passwords_cost_one_full_hash(monkeypatch):
     assert calls == [access.HASH_ITERATIONS]
 
 
-def test_plaintext_passwords_are_named_at_startup():
+def test_plaintext_passwords_are_named_at_startup(capsys, caplog):
+    from app import warn_plaintext_passwords
     hashed = access.hash_password("x", iterations=1)
     policy = AccessPolicy(parse_users(f"ann:plain-pw:admin,bob:{hashed}:annotator"))
     assert access.plaintext_users(policy) == ["ann"]
+    caplog.set_level("WARNING", logger="hearsay.app")
+    warn_plaintext_passwords(policy)
+    err = capsys.readouterr().err
+    assert "ann" in err and "hash-password" in err and "plain-pw" not in err and "bob" not in err
+    assert any("plain-text passwords" in r.getMessage() for r in caplog.records)
 
 
 def test_a_sign_in_is_refused_quickly_while_locked_and_failures_are_logged(caplog):
