@@ -56,6 +56,7 @@ _PROBE_TEXT = "a dog barks twice, then a car passes in the rain"
 
 
 REBUILD_SUFFIX = "-next"           # the collection a rebuild fills before it is swapped in
+CATCH_UP_EVERY = 2.0               # seconds between the syncs searches start while the catalogue keeps changing
 BUSY = "The index is being rebuilt or updated by another process; try again in a moment."
 
 
@@ -387,6 +388,7 @@ class IndexReport:
     captions_deleted: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)
     cancelled: bool = False
+    deferred: bool = False         # catch_up left the sync for later (another one running, or one just done)
     rebuilt: str | None = None     # why the collection was recreated, if it was
     seconds: float = 0.0
 
@@ -610,6 +612,34 @@ def ensure_current(ws: Workspace, embedder: Embedder, *, max_new: int | None = N
     if is_current(ws, embedder):
         return None
     return sync(ws, embedder, max_new=max_new, progress=progress, cancel=cancel)
+
+
+_caught_up: dict[str, float] = {}          # collection → when a search last started a sync of it
+_catch_up_lock = threading.Lock()
+
+
+@store_errors
+def catch_up(ws: Workspace, embedder: Embedder, *, max_new: int | None = None, every: float = CATCH_UP_EVERY,
+             progress: Progress | None = None) -> IndexReport | None:
+    """ensure_current for a search that someone is waiting on.
+
+    While the catalogue keeps changing (a caption job writes every few clips) a sync costs a read of
+    every record, and searches would queue behind each other's syncs. So a search syncs only when no
+    sync of that collection is running and none started in the last `every` seconds; otherwise it
+    answers from the index as it is (a report with `deferred` says so). An empty collection (a new
+    workspace's first search) is always synced first.
+    """
+    if is_current(ws, embedder):
+        return None
+    name = collection_name(ws, embedder.model_id)
+    lock = _lock_for(name)
+    empty = open_collection(ws, embedder).count() == 0
+    with _catch_up_lock:
+        now = time.monotonic()
+        if not empty and (lock.locked() or now - _caught_up.get(name, -math.inf) < every):
+            return IndexReport(embedder.model_id, name, deferred=True)
+        _caught_up[name] = now
+    return sync(ws, embedder, max_new=max_new, progress=progress)
 
 
 def delete_vectors(ws: Workspace, clip_ids: Sequence[int]) -> None:

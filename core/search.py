@@ -87,6 +87,7 @@ class Hit:
     status: str = "pending"
     source: str = ""
     meta: dict = field(default_factory=dict)
+    audio_key: str = ""                  # the index's content key of the clip's audio (recording hash + window)
 
     @property
     def duration(self) -> float:
@@ -106,7 +107,8 @@ class SearchPage:
     def to_dict(self) -> dict:
         return {"model_id": self.model_id, "offset": self.offset, "k": self.k, "has_more": self.has_more,
                 "seconds": round(self.seconds, 4), "notice": self.notice,
-                "hits": [{**h.__dict__, "duration": round(h.duration, 3)} for h in self.hits]}
+                "hits": [{**{k: v for k, v in h.__dict__.items() if k != "audio_key"},
+                          "duration": round(h.duration, 3)} for h in self.hits]}
 
 
 def _hit(meta: dict, model_score: float, caption_score: float | None = None, score: float | None = None) -> Hit:
@@ -118,7 +120,19 @@ def _hit(meta: dict, model_score: float, caption_score: float | None = None, sco
                caption_score=None if caption_score is None else float(caption_score),
                caption=str(meta.get("caption", "")), tags=list(meta.get("tags") or []),
                status=str(meta.get("status", "pending")), source=str(meta.get("source", "")),
-               meta={k[5:]: v for k, v in meta.items() if k.startswith("meta_")})
+               meta={k[5:]: v for k, v in meta.items() if k.startswith("meta_")},
+               audio_key=str(meta.get("audio_key", "")))
+
+
+def player_wav(ws: Workspace, hit: Hit) -> Path:
+    """The WAV a result's player plays (Workspace.clip_wav_path). Once made, it is found by the hit's
+    content key without reading the catalogue (ten results, twenty queries saved per page); the
+    key holds the recording's hash, so the file found is always this clip's audio."""
+    if hit.audio_key:
+        cached = ws.cache_dir / "clips" / f"{hit.audio_key.replace(':', '_')}.wav"
+        if cached.is_file():
+            return cached
+    return ws.clip_wav_path(hit.clip_id)
 
 
 def _nearest(col, vector: np.ndarray, n: int, where: dict | None) -> tuple[list[str], list[float], list[dict]]:
@@ -185,14 +199,73 @@ _query_lock = threading.Lock()
 QUERY_CACHE = 256                  # paging and repeated queries skip the text encoder
 
 
+class _Slot:
+    def __init__(self, text: str):
+        self.text, self.vector, self.error, self.done = text, None, None, False
+
+
+class _TextBatcher:
+    """Concurrent queries share encoder calls: while one call runs, the texts that arrive meanwhile
+    wait and then go through the next call together. The encoder (MiniLM) runs one call at a time
+    anyway, and 8 short texts cost little more than one, so under load this multiplies throughput;
+    a lone query goes straight through."""
+
+    def __init__(self, embed_text):
+        self.embed_text = embed_text
+        self.cond = threading.Condition()
+        self.queue: list[_Slot] = []
+        self.busy = False
+
+    def __call__(self, text: str) -> np.ndarray:
+        slot = _Slot(text)
+        with self.cond:
+            self.queue.append(slot)
+            while self.busy and not slot.done:
+                self.cond.wait()
+            if not slot.done:                  # nobody is encoding: encode everything queued, ours included
+                self.busy = True
+                batch, self.queue = self.queue, []
+        if not slot.done:
+            self._encode(batch)
+        if slot.error is not None:
+            raise slot.error
+        return slot.vector
+
+    def _encode(self, batch: list[_Slot]) -> None:
+        try:
+            vectors = np.asarray(self.embed_text([s.text for s in batch]), np.float32)
+            for s, v in zip(batch, vectors):
+                s.vector = v
+        except Exception as exc:  # noqa: BLE001 - every query of the batch gets the error
+            for s in batch:
+                s.error = exc
+        finally:
+            with self.cond:
+                for s in batch:
+                    s.done = True
+                self.busy = False
+                self.cond.notify_all()
+
+
+_batchers: dict[tuple, _TextBatcher] = {}
+
+
+def _batcher(embedder, key: tuple) -> _TextBatcher:
+    with _query_lock:
+        if key not in _batchers:
+            _batchers[key] = _TextBatcher(embedder.embed_text)
+        return _batchers[key]
+
+
 def embed_query_text(embedder, text: str) -> np.ndarray:
     """The embedder's vector for a query text, remembered for the last QUERY_CACHE queries."""
-    key = (embedder.model_id, index.checksum_of(embedder), text)
+    model = (embedder.model_id, index.checksum_of(embedder))
+    key = (*model, text)
     with _query_lock:
         if key in _query_vectors:
             _query_vectors.move_to_end(key)
             return _query_vectors[key]
-    vector = np.asarray(embedder.embed_text([text]), np.float32)[0]
+    vector = _batcher(embedder, model)(text)
     with _query_lock:
         _query_vectors[key] = vector
         while len(_query_vectors) > QUERY_CACHE:
@@ -203,6 +276,7 @@ def embed_query_text(embedder, text: str) -> np.ndarray:
 def clear_query_cache() -> None:
     with _query_lock:
         _query_vectors.clear()
+        _batchers.clear()
 
 
 class _CaptionEncoder:

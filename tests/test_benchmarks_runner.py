@@ -55,3 +55,15 @@ def test_student_bench_folds_keep_groups_together_and_hold_every_clip_out_once(s
     for name in EVAL_SETS:                      # no fold is empty or holds nearly everything
         sizes = [sum(1 for it in items if it.set == name and folds[(it.set, it.filename)] == k) for k in range(3)]
         assert min(sizes) > 0.15 * sum(sizes)
+
+
+def test_load_bench_is_run_by_the_runner_and_asks_different_queries():
+    assert "load_bench" in {s.stem for s in run_all.discover()}
+    assert run_all.supports_quick(run_all.HERE / "load_bench.py")
+    from benchmarks.load_bench import choice, percentiles, query_texts
+    texts = query_texts(300)                       # 20 clients × 15: no query answered from a cache
+    assert len(texts) == len(set(texts)) == 300
+    assert percentiles([1.0, 2.0, 3.0, 4.0])["p50_s"] == 2.5 and percentiles([]) == {}
+    param = {"python_type": {"type": "Literal['clips without a caption', 'all clips (cached)']"},
+             "parameter_default": "clips without a caption"}
+    assert choice(param, "all clips") == "all clips (cached)" and choice(param, "none") == "clips without a caption"

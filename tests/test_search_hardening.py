@@ -245,3 +245,89 @@ def test_loaded_vectors_are_unit_length(tone_ws):
     index.sync(ws, emb, rebuild=True)
     ids, vectors = index.get_embeddings(ws, emb)
     assert len(ids) == 9 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_result_players_find_their_wav_by_content_key(tone_ws):
+    ws, emb = tone_ws, ToneEmbedder()
+    index.sync(ws, emb)
+    hit = search.search_text(ws, emb, "1000 Hz", k=1).hits[0]
+    first = search.player_wav(ws, hit)                              # made once, through the catalogue
+    assert first == ws.clip_wav_path(hit.clip_id) and first.is_file()
+    assert "audio_key" not in search.search_text(ws, emb, "1000 Hz", k=1).to_dict()["hits"][0]
+    calls = []
+    real = ws.catalog.get_clip
+    ws.catalog.get_clip = lambda cid: calls.append(cid) or real(cid)
+    assert search.player_wav(ws, hit) == first and calls == []       # then found by its key alone
+
+
+# -- throughput under load -----------------------------------------------------------------------------------
+def test_concurrent_queries_share_encoder_calls():
+    """While one text encoding runs, the queries arriving meanwhile wait and go through the next call
+    together; each still gets its own vector, and an encoder error reaches every query of its batch."""
+    import time
+    search.clear_query_cache()
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(ToneEmbedder):
+        model_id = "slow-tone"
+        calls: list = []
+
+        def embed_text(self, texts):
+            self.calls.append(list(texts))
+            started.set()
+            release.wait(10)                                   # the first call holds until all have queued
+            if any("boom" in t for t in texts):
+                raise RuntimeError("encoder failed")
+            return super().embed_text(texts)
+    emb = Slow()
+    emb._hearsay_checksum = "slow"
+    texts = [f"{f} Hz" for f in (200, 440, 1000, 3000, 5000, 700)]
+    results = {}
+
+    def ask(text):
+        results[text] = search.embed_query_text(emb, text)
+    first = threading.Thread(target=ask, args=("100 Hz",))
+    first.start()
+    started.wait(5)
+    threads = [threading.Thread(target=ask, args=(t,)) for t in texts]
+    for t in threads:
+        t.start()
+    batcher = search._batchers[("slow-tone", "slow")]
+    deadline = time.monotonic() + 10
+    while len(batcher.queue) < len(texts) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert len(emb.calls) == 2 and sorted(emb.calls[1]) == sorted(texts)      # one call for all six
+    for text in texts:
+        assert np.allclose(results[text], ToneEmbedder().embed_text([text])[0])
+    errors = []
+
+    def ask_boom(text):
+        try:
+            search.embed_query_text(emb, text)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+    bad = [threading.Thread(target=ask_boom, args=(t,)) for t in ("boom 1 Hz", "boom 2 Hz")]
+    for t in bad:
+        t.start()
+    for t in bad:
+        t.join(10)
+    assert errors == ["encoder failed"] * 2
+    search.clear_query_cache()
+
+
+def test_a_query_text_is_encoded_once_for_the_model_and_the_captions(monkeypatch):
+    from core import text_encoder
+    calls = []
+    monkeypatch.setattr(text_encoder, "_encode",
+                        lambda texts, batch_size, device: calls.append(list(texts)) or np.eye(384, dtype=np.float32)[
+                            [len(t) % 384 for t in texts]])
+    monkeypatch.setattr(text_encoder, "_recent", type(text_encoder._recent)())
+    a = text_encoder.encode(["a dog barks", "rain"])
+    b = text_encoder.encode(["rain", "a kettle"])
+    assert calls == [["a dog barks", "rain"], ["a kettle"]]
+    assert np.array_equal(a[1], b[0]) and b.shape == (2, 384)
+    text_encoder.encode([f"caption {i}" for i in range(40)])          # long calls (training) are not kept
+    assert len(text_encoder._recent) == 3

@@ -195,11 +195,15 @@ def build(state: AppState) -> None:
 
     def catch_up(embedder, progress) -> str:
         """Index what changed since the last search (new clips only when few) before answering."""
-        report = index.ensure_current(ws, embedder, max_new=AUTO_INDEX,
-                                      progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
-        if report is None or not report.pending:
+        report = index.catch_up(ws, embedder, max_new=AUTO_INDEX,
+                                progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
+        if report is None:
             return ""
-        return f"{report.pending} clips are not indexed yet: press **Update index**."
+        if report.deferred:
+            return "The index is catching up with recent changes; results may lag a few seconds."
+        if report.pending:
+            return f"{report.pending} clips are not indexed yet: press **Update index**."
+        return ""
 
     def run(q: dict, model_v, hybrid_v, filters: search.Filters, progress) -> list:
         embedder = embedder_for(state, model_v, caller_role())
@@ -231,7 +235,7 @@ def build(state: AppState) -> None:
             if i < len(page.hits):
                 hit = page.hits[i]
                 try:
-                    wav = ws.clip_wav_path(hit.clip_id)
+                    wav = search.player_wav(ws, hit)
                 except (KeyError, OSError):         # deleted since it was indexed
                     wav = None
                 out += [gr.update(visible=True), player_html(wav), hit_markdown(first + i, hit)]
