@@ -331,3 +331,20 @@ def test_a_query_text_is_encoded_once_for_the_model_and_the_captions(monkeypatch
     assert np.array_equal(a[1], b[0]) and b.shape == (2, 384)
     text_encoder.encode([f"caption {i}" for i in range(40)])          # long calls (training) are not kept
     assert len(text_encoder._recent) == 3
+
+
+def test_searches_do_not_queue_behind_catch_up_syncs(tone_ws):
+    """A caption job changes the catalogue every few clips; each search used to sync (a read of every
+    record) under one lock, so searches queued behind each other's syncs."""
+    ws, emb = tone_ws, ToneEmbedder()
+    first = index.catch_up(ws, emb, max_new=500)                 # an empty index: the first search fills it
+    assert first.embedded == 9 and not first.deferred
+    ws.catalog.add_caption(1, "a beep", "teacher")
+    assert index.catch_up(ws, emb, max_new=500, every=60).deferred          # a sync started moments ago
+    assert "a beep" not in [h.caption for h in search.search_text(ws, emb, "1000 Hz", k=9).hits]
+    lock = index._lock_for(index.collection_name(ws, emb.model_id))
+    with lock:                                                   # another sync is running: do not wait for it
+        assert index.catch_up(ws, emb, max_new=500, every=0).deferred
+    report = index.catch_up(ws, emb, max_new=500, every=0)
+    assert report.updated == 1 and not report.deferred and index.is_current(ws, emb)
+    assert index.catch_up(ws, emb, max_new=500) is None          # nothing changed: nothing to do
