@@ -69,7 +69,16 @@ def curves(rows: list[dict]) -> tuple[go.Figure, go.Figure]:
                                mode="lines+markers")
     recall.update_layout(title="validation", xaxis_title="epoch", yaxis=dict(range=[0, 1]), height=300,
                          margin=dict(l=40, r=10, t=40, b=40))
+    for fig in (loss, recall):
+        _say_starting_when_empty(fig)
     return loss, recall
+
+
+def _say_starting_when_empty(fig: go.Figure) -> None:
+    """A blank axis before the first epoch looks broken; say the run is starting instead."""
+    if not fig.data:
+        fig.add_annotation(text="starting…", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font=dict(size=16, color="gray"))
 
 
 def status_markdown(summary: dict) -> str:
@@ -90,8 +99,8 @@ def status_markdown(summary: dict) -> str:
 def watch(state: AppState, run_id):
     """Everything the live panel shows for one run."""
     if run_id in (None, ""):
-        empty = go.Figure()
-        return "No run selected.", empty, empty, ""
+        loss, recall = curves([])
+        return "No run selected.", loss, recall, ""
     run_id = int(run_id)
     jobs.reconcile(state.ws)
     summary = jobs.run_summary(state.ws, run_id)
