@@ -603,6 +603,14 @@ class Catalog:
             raise KeyError(f"no caption {caption_id}")
         return _caption(row)
 
+    def published_captions(self, clip_ids: Sequence[int] | None = None) -> dict[int, Caption]:
+        """clip id → the caption visitors may read (PUBLISHED_CAPTION); clips without one are left out."""
+        with self._connect() as db:
+            rows = db.execute(f"""SELECT cap.* FROM clips c LEFT JOIN reviews rv ON rv.clip_id = c.id
+                                  JOIN captions cap ON cap.id = {PUBLISHED_CAPTION}""").fetchall()
+        wanted = None if clip_ids is None else set(clip_ids)
+        return {r["clip_id"]: _caption(r) for r in rows if wanted is None or r["clip_id"] in wanted}
+
     def current_captions(self, clip_ids: Sequence[int] | None = None) -> dict[int, Caption]:
         """clip id → its current caption (the review's choice, else the newest)."""
         with self._connect() as db:

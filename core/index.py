@@ -1,7 +1,7 @@
 """The Chroma index: one collection of clip vectors per model version, kept in step with the catalogue.
 
     hs-<workspace>-<model slug>-<hash>   one record per clip: the model's audio embedding + metadata
-    hs-<workspace>-captions-minilm       one record per captioned clip: MiniLM of its current caption
+    hs-<workspace>-captions-minilm       one record per captioned clip: MiniLM of its published caption
                                          (model-independent; the text half of hybrid search)
 
 Collections are created with `embedding_function=None` and always given vectors: Chroma's default
@@ -344,7 +344,7 @@ def catalogue_entries(ws: Workspace) -> dict[int, ClipEntry]:
     from core.catalog import REVIEW_STATUSES
     cat = ws.catalog
     recordings = {r.id: r for r in cat.recordings()}
-    captions = cat.current_captions()
+    captions = cat.published_captions()    # what visitors may read: never a draft or a rejected caption
     status: dict[int, str] = {}
     for name in REVIEW_STATUSES:
         if name != "pending":
@@ -554,7 +554,7 @@ def _fill(ws: Workspace, embedder: Embedder, col, report: IndexReport, *, clip_i
 
 def _sync_captions(ws: Workspace, entries: dict[int, ClipEntry], report: IndexReport,
                    restrict: set[int] | None, rebuild: bool = False) -> None:
-    """MiniLM vectors of current captions, for hybrid search; only changed captions are encoded.
+    """MiniLM vectors of published captions, for hybrid search; only changed captions are encoded.
     A rebuild encodes them all into a new collection that then replaces the old one."""
     live = captions_collection(ws)
     with _lock_for(live.name):

@@ -9,7 +9,8 @@ drafts. The published caption (`Catalog.published_caption`, the SQL rule `catalo
 - otherwise (pending, skipped, never reviewed) the newest caption no annotator wrote: a teacher's
   (or an imported one), never an annotator's draft.
 
-Search results and the map show the caption stored with the index; see the README's access section.
+Search results (and hybrid caption scores) use the published caption too: the index stores only that (core/index.py).
+The map reads captions itself; see the README's access section.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every query goes through one model's collection (see core/index.py). Scores are cosine
 similarities. Hybrid search blends the model's score with the similarity between the query and
-each clip's current caption (MiniLM, the caption collection) by a weight, late fusion:
+each clip's published caption (MiniLM, the caption collection) by a weight, late fusion:
 
     score = (1 - w) · model_score + w · caption_score        (caption_score counts as 0 for uncaptioned clips)
 
@@ -446,9 +446,10 @@ def classify(ws: Workspace, embedder: Embedder, labels: str | Sequence[str], *, 
 
 
 def facets(ws: Workspace, max_tags: int = 200) -> dict:
-    """Values the filter widgets offer: sources, and the most frequent tags of current captions."""
+    """Values the filter widgets offer: sources, and the most frequent tags of published captions
+    (everyone may see them, visitors included)."""
     from collections import Counter
     counts: Counter = Counter()
-    for caption in ws.catalog.current_captions().values():
+    for caption in ws.catalog.published_captions().values():
         counts.update(index.top_tags(caption.tags))
     return {"sources": ws.catalog.sources(), "tags": [t for t, _ in counts.most_common(max_tags)]}

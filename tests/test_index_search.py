@@ -149,7 +149,7 @@ def test_sync_is_incremental_and_follows_the_catalogue(tone_ws):
     assert (meta["caption"], meta["tags"], meta["status"]) == ("a low hum", ["hum", "drone", "buzz"], "accepted")
 
     # a later caption without tags: the old tags must not survive Chroma's metadata merge
-    ws.catalog.add_caption(cid, "a steady low tone", "annotator", annotator="ann")
+    ws.catalog.add_caption(cid, "a steady low tone", "teacher")     # a re-caption (a draft would not publish)
     index.sync(ws, emb)
     meta = records(ws, emb)[cid]
     assert meta["caption"] == "a steady low tone" and "tags" not in meta
@@ -344,7 +344,8 @@ def test_hybrid_blends_caption_similarity(tone_ws):
     assert top.score == pytest.approx(0.3 * top.model_score + 0.7 * top.caption_score, abs=1e-5)
     assert all(h.caption_score is None for h in hybrid.hits if not h.caption)
     # captions follow the catalogue: a rewritten caption is re-encoded, a deleted clip dropped
-    ws.catalog.add_caption(clip_of(ws, "tone3000.wav"), "heavy rain on a metal roof", "annotator")
+    ws.catalog.save_review(clip_of(ws, "tone3000.wav"), status="edited", expected_version=0, annotator="ann",
+                           new_text="heavy rain on a metal roof")
     delete_clips(ws, [clip_of(ws, "tone200.wav")])
     report = index.sync(ws, emb)
     assert (report.captions_embedded, report.captions_deleted) == (1, 1)
@@ -356,6 +357,27 @@ def test_hybrid_blends_caption_similarity(tone_ws):
     index.delete_vectors(ws, [clip_of(ws, "tone3000.wav")])
     assert index.open_collection(ws, emb).count() == 7 and index.captions_collection(ws).count() == 1
 
+
+
+def test_the_index_holds_published_captions_only(tone_ws):
+    """Search results and hybrid scores read what visitors may read (core/published.py): an annotator's
+    undecided draft and a rejected caption never reach the index."""
+    ws, emb = tone_ws, ToneEmbedder()
+    draft, rejected, edited = (clip_of(ws, f"tone{f}.wav") for f in (200, 1000, 3000))
+    for cid in (draft, rejected, edited):
+        ws.catalog.add_caption(cid, "a dog barking", "teacher")
+    ws.catalog.add_caption(draft, "secret draft about a cat", "annotator")
+    ws.catalog.save_review(rejected, status="rejected", expected_version=0, annotator="ann", reason="wrong")
+    ws.catalog.save_review(edited, status="edited", expected_version=0, annotator="ann", new_text="church bells")
+    index.sync(ws, emb)
+    meta = records(ws, emb)
+    assert (meta[draft]["caption"], meta[rejected]["caption"], meta[edited]["caption"]) == \
+        ("a dog barking", "", "church bells")
+    assert meta[rejected]["status"] == "rejected"          # annotators still filter by status
+    held = index.captions_collection(ws).get(include=[])
+    assert str(rejected) not in held["ids"]
+    hits = search.search_text(ws, emb, "a cat", k=9, hybrid_weight=1.0).hits
+    assert all("secret" not in h.caption for h in hits)
 
 # -- server mode ----------------------------------------------------------------------------------------
 @pytest.fixture
