@@ -2,13 +2,17 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--workspace DIR] [--no-seed]
 
+The port is also read from HEARSAY_PORT or GRADIO_SERVER_PORT; a busy port or a workspace folder that
+cannot be written stops the app with one line that says so (exit code 1), not a traceback.
 Access (core/access.py): no users configured → everyone is admin; `HEARSAY_USERS` → sign-in with
 roles; `HEARSAY_VISITOR_MODE=1` → anonymous read-only visitors, editors sign in at /login.
-On Hugging Face Spaces (`SPACE_ID` set) the demo is seeded and indexed in the background.
+On launch, an empty workspace is seeded with the demo clips and the active model's index is brought up to
+date in the background (the page opens at once; Search shows the indexing status).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -31,12 +35,13 @@ from ui.state import AppState  # noqa: E402
 log = logging.getLogger("hearsay.app")
 
 # (tab label, module, what it will do until its module exists)
+# Search is the front door: first, and the tab the page opens on.
 TABS = [
+    ("Search", "ui.search", "Search clips by text, by audio and with zero-shot labels."),
     ("Library", "ui.library", "Import audio and browse recordings and clips."),
     ("Captions", "ui.captions", "Caption clips with a teacher (embedded, transformers or an OpenAI-compatible endpoint)."),
     ("Review", "ui.review", "Accept, edit or reject teacher captions, with keyboard shortcuts."),
     ("Train", "ui.train", "Fine-tune the student on reviewed pairs, watch the curves, activate a checkpoint."),
-    ("Search", "ui.search", "Search clips by text, by audio and with zero-shot labels."),
     ("Map", "ui.map", "UMAP projections of the embedding space."),
     ("Evaluate", "ui.evaluate", "Zero-shot accuracy and retrieval recall of any model on any labelled folder."),
 ]
@@ -51,17 +56,22 @@ def build_app(state: AppState | None = None, policy: access.AccessPolicy | None 
     with gr.Blocks(title="Hearsay", fill_width=True, delete_cache=guard.CACHE_EXPIRY) as demo:
         gr.Markdown("# Hearsay\nTurn unlabelled audio into text-to-sound search: "
                     "import → caption → review → train → search.")
-        for label, module_name, todo in TABS:
-            with gr.Tab(label, id=label.lower()) as tabs[label.lower()]:
-                try:
-                    module = importlib.import_module(module_name)
-                except ModuleNotFoundError as exc:
-                    if exc.name != module_name:
-                        raise
-                    gr.Markdown(f"*Coming soon.* {todo}")
-                    continue
-                module.build(state)
-        guard.access_bar(policy, tabs)
+        importlib.import_module("ui.api").build(state)   # the documented API first: /search, /search_audio…
+        banner = guard.access_banner(policy)          # at the top, above the tabs
+        with gr.Tabs(selected=TABS[0][0].lower()):
+            for label, module_name, todo in TABS:
+                tab_id = label.lower()
+                # an editor tab starts hidden where roles exist; the page load shows it to those who may use it
+                with gr.Tab(label, id=tab_id, visible=guard.tab_visible_at_start(policy, tab_id)) as tabs[tab_id]:
+                    try:
+                        module = importlib.import_module(module_name)
+                    except ModuleNotFoundError as exc:
+                        if exc.name != module_name:
+                            raise
+                        gr.Markdown(f"*Coming soon.* {todo}")
+                        continue
+                    module.build(state)
+        guard.access_bar(policy, tabs, banner)
     demo.hearsay_policy = policy
     demo.hearsay_limits = guard.VisitorLimits.from_settings(state.settings)
     demo.hearsay_protection = guard.protect(demo, policy)
@@ -79,26 +89,41 @@ def head_html() -> str:
     return "\n".join(p for p in parts if p)
 
 
-def seed_in_background(state: AppState, index: bool = False) -> threading.Thread:
-    """Import the demo clips into an empty workspace without blocking the first page (and, on a
-    public demo, index them with the active model so the first search needs no editor)."""
+def seed_in_background(state: AppState, index: bool = True, seed: bool = True) -> threading.Thread:
+    """Import the demo clips into an empty workspace, then (with `index`) bring the active model's index
+    up to date, without blocking the first page: the first search then finds the index ready, or
+    indexing under way with its status shown (`state.launch_index`), instead of waiting silently."""
     from core.importer import seed_demo
 
     def prepare() -> None:
-        seed_demo(state.ws)
+        if seed:
+            seed_demo(state.ws)
         if index:
-            from core import index as search_index
-            try:
-                report = search_index.sync(state.ws, search_index.resolve_embedder(state.ws, "active"))
-                log.info("demo indexed", extra={"summary": report.summary()})
-            except search_index.IndexUnavailable as exc:   # no model yet: searching will say so
-                log.warning("demo not indexed", extra={"reason": str(exc)})
-            except Exception:      # the app still starts; the next search catches up
-                log.exception("could not index the demo")
+            index_active_model(state)
 
     thread = threading.Thread(target=prepare, daemon=True, name="seed-demo")
     thread.start()
     return thread
+
+
+def index_active_model(state: AppState) -> None:
+    """Sync the active model's collection when the catalogue moved since it was last complete."""
+    from core import index as search_index
+    job = state.launch_index
+    job.start()
+    try:
+        embedder = search_index.resolve_embedder(state.ws, "active")
+        report = search_index.ensure_current(
+            state.ws, embedder, progress=lambda done, total, *_: job.advance(done, total))
+        job.finish(report.summary() if report is not None else "the index was already up to date")
+        if report is not None:
+            log.info("indexed on launch", extra={"summary": report.summary()})
+    except search_index.IndexUnavailable as exc:   # no model yet, or a search is indexing: searching will say so
+        job.finish(str(exc), failed=True)
+        log.warning("not indexed on launch", extra={"reason": str(exc)})
+    except Exception as exc:      # the app still runs; the next search catches up
+        job.finish(f"indexing failed: {exc}", failed=True)
+        log.exception("could not index on launch")
 
 
 def install_nodeps_wheels() -> None:
@@ -128,31 +153,57 @@ def warn_plaintext_passwords(policy: access.AccessPolicy) -> None:
         print(f"hearsay: warning: {message}", file=sys.stderr)
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the app could not listen on host:port (one line), or None when it can."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        taken = exc.errno in (errno.EADDRINUSE, errno.EACCES)
+        return (f"hearsay: port {port} is {'already in use' if taken else 'not available'} on {host}"
+                f"{'' if taken else f' ({exc.strerror})'}: choose another with --port {port + 1} "
+                f"or GRADIO_SERVER_PORT={port + 1}")
+    return None
+
+
+def open_workspace(workspace: str | None) -> AppState:
+    """The app's state on an opened workspace; a folder that cannot be created or written, or a lost
+    catalogue, stops the app here with one line, before anything (the demo) is written into it."""
+    from core.catalog import CatalogUnusable
+    from core.logs import configure as configure_logs
+    settings = load_settings(workspace=workspace)
+    state = AppState(settings)
+    try:
+        state.ws.catalog
+        configure_logs(state.ws.root)
+    except CatalogUnusable as exc:
+        raise SystemExit(f"hearsay: {exc}") from None
+    except OSError as exc:
+        folder = exc.filename or settings.workspace
+        raise SystemExit(f"hearsay: cannot write the workspace folder {folder} ({exc.strerror or exc}): "
+                         "choose another with --workspace DIR or HEARSAY_WORKSPACE") from None
+    return state
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Hearsay app.")
     on_spaces = bool(os.environ.get("SPACE_ID"))
     parser.add_argument("--host", default=os.environ.get("HEARSAY_HOST") or os.environ.get("GRADIO_SERVER_NAME")
                         or ("0.0.0.0" if on_spaces else "127.0.0.1"))
-    parser.add_argument("--port", type=int,
+    parser.add_argument("--port", type=int, help="port to listen on (default: $HEARSAY_PORT, $GRADIO_SERVER_PORT or 7860)",
                         default=int(os.environ.get("HEARSAY_PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860))
     parser.add_argument("--workspace", help="workspace folder (default: $HEARSAY_WORKSPACE or ./workspace)")
     parser.add_argument("--no-seed", action="store_true", help="do not import the demo clips into an empty workspace")
     args = parser.parse_args(argv)
+    problem = port_problem(args.host, args.port)      # before seconds of loading, not after
+    if problem:
+        raise SystemExit(problem)
     if on_spaces:
         install_nodeps_wheels()
-    settings = load_settings(workspace=args.workspace)
-    state = AppState(settings)
-    from core.catalog import CatalogUnusable
-    try:
-        state.ws.catalog            # a lost catalogue stops here, before anything (the demo) is written into it
-    except CatalogUnusable as exc:
-        raise SystemExit(f"hearsay: {exc}") from None
-    from core.logs import configure as configure_logs
-    configure_logs(state.ws.root)
-    if settings.seed_demo and not args.no_seed:
-        seeding = seed_in_background(state, index=on_spaces)
-        if not on_spaces:
-            seeding.join()   # seconds for ~100 clips; tabs then open on real data
+    state = open_workspace(args.workspace)
+    # demo clips into an empty workspace, then the index, while the page already opens
+    seed_in_background(state, seed=state.settings.seed_demo and not args.no_seed)
     demo = build_app(state)
     policy = demo.hearsay_policy
     log.info("starting", extra={"workspace": str(state.ws.root), "users": len(policy.users),
@@ -160,9 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     warn_plaintext_passwords(policy)
     # Long jobs have their own queues (ui/guard.LONG_JOBS); a bounded queue keeps a busy demo responsive.
     demo.queue(default_concurrency_limit=4, max_size=64 if on_spaces else None)
-    demo.launch(server_name=args.host, server_port=args.port, head=head_html(),
-                max_file_size=f"{int(settings.max_upload_mb)}mb", allowed_paths=guard.served_paths(state.ws),
-                show_error=True, prevent_thread_lock=True, **guard.launch_options(demo, policy))
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, head=head_html(),
+                    max_file_size=f"{int(state.settings.max_upload_mb)}mb", allowed_paths=guard.served_paths(state.ws),
+                    show_error=True, prevent_thread_lock=True, **guard.launch_options(demo, policy))
+    except OSError as exc:          # taken between the check and now
+        if "port" not in str(exc).lower():
+            raise
+        raise SystemExit(port_problem(args.host, args.port) or f"hearsay: {exc}") from None
     guard.after_launch(demo, policy)
     demo.block_thread()
 

@@ -65,19 +65,22 @@ PERMISSIONS: dict[str, str] = {
     "train_watch": ANNOTATOR, "train_refresh": ANNOTATOR,
     "train_launch": ADMIN, "train_cancel": ADMIN, "train_resume": ADMIN, "train_make_active": ADMIN,
     # Search
-    "search_text": VISITOR, "search_text_submit": VISITOR, "search_audio": VISITOR,
+    "search_text": VISITOR, "search_text_submit": VISITOR, "search_sound": VISITOR,
     "search_more_like_this": VISITOR, "search_prev_page": VISITOR, "search_next_page": VISITOR,
     **{f"search_more_like_result_{i}": VISITOR for i in range(1, 11)},
     "search_classify": VISITOR, "search_index_status": VISITOR, "search_model_changed": VISITOR,
     "search_update_index": ANNOTATOR, "search_cancel_index": ANNOTATOR,
     "search_rebuild_index": ADMIN,
+    "search_example": VISITOR,                                  # an example-query chip (a text search)
     # Map
     "map_draw": VISITOR, "map_recolor": VISITOR, "map_filter": VISITOR, "map_select_row": VISITOR,
-    "map_play": VISITOR, "map_compare": VISITOR, "map_open": VISITOR,
+    "map_play": VISITOR, "map_compare": VISITOR, "map_open": VISITOR, "map_pick": VISITOR,
     "map_send_to_review": ANNOTATOR, "map_send_outliers": ANNOTATOR,
     # Evaluate (on a server folder: see ARGUMENT_RULES)
     "evaluate": VISITOR, "evaluate_stop": VISITOR, "evaluate_confusion": VISITOR,
     "evaluate_models": VISITOR, "evaluate_history": VISITOR,
+    # the documented API (ui/api.py): caption takes a teacher other than the embedded one from annotators only
+    "search": VISITOR, "search_audio": VISITOR, "classify": VISITOR, "caption": VISITOR,
     # the app's own events (ui/guard.py)
     "access_whoami": VISITOR,
 }
@@ -100,6 +103,8 @@ PAGE_EVENTS: dict[str, str] = {
     "ui.review:build.<locals>.history_toggle.<locals>.handler": ANNOTATOR,
     "ui.train:build.<locals>.tick": ANNOTATOR,              # the live-curves timer
     "ui.train:build.<locals>.<lambda>": ANNOTATOR,          # data summary, page load
+    "ui.search:build.<locals>.tick": VISITOR,               # the index status line (timer, after a search)
+    "ui.search:build.<locals>.on_load": VISITOR,            # page load: chips, models, what the role may use
 }
 
 # Arguments that widen what an event may touch: a non-empty value needs the given role.
@@ -115,14 +120,42 @@ ARGUMENT_RULES: dict[str, dict[str, str]] = {
 HIDDEN_TABS: dict[str, tuple[str, ...]] = {VISITOR: ("captions", "review", "train"), ANNOTATOR: (), ADMIN: ()}
 
 
-class AccessDenied(PermissionError):
-    """An event needs a stronger role than the caller has."""
+# What a refused event was trying to do, in words (a refusal never shows an internal endpoint name).
+ACTION_WORDS: dict[str, str] = {
+    "library_import": "Importing audio", "library_cancel_import": "Importing audio",
+    "library_delete": "Deleting clips",
+    "search_update_index": "Updating the search index", "search_cancel_index": "Updating the search index",
+    "search_rebuild_index": "Rebuilding the search index",
+    "train_make_active": "Choosing the active model",
+    "map_send_to_review": "Sending clips to review", "map_send_outliers": "Sending clips to review",
+    "review_bulk_apply": "Bulk review changes", "review_export": "Exporting reviews",
+    "review_import": "Importing reviews",
+}
+PREFIX_WORDS = {"library": "Changing the library", "captions": "Captioning", "review": "Reviewing captions",
+                "train": "Training", "search": "Changing the search index", "map": "Changing clips from the map",
+                "evaluate": "Evaluating", "access": "This"}
+PARAM_WORDS = {"folder_path": "a folder on the server", "folder": "a folder on the server"}
 
-    def __init__(self, action: str, needed: str, role: str, user: str | None):
-        self.action, self.needed, self.role, self.user = action, needed, role, user
-        who = "anonymous visitors" if user in (None, ANONYMOUS) else f"{user} ({role})"
-        super().__init__(f"“{action}” needs the {needed} role; {who} may not do it."
-                         + (" Sign in as an editor." if role == VISITOR else ""))
+
+def describe_action(key: str, param: str | None = None) -> str:
+    """'Deleting clips', 'Importing audio using a folder on the server', 'Reviewing captions'…"""
+    what = ACTION_WORDS.get(key) or PREFIX_WORDS.get(key.split("_")[0].split(":")[0].split(".")[-1], "This action")
+    return f"{what} using {PARAM_WORDS.get(param, param)}" if param else what
+
+
+class AccessDenied(PermissionError):
+    """An event needs a stronger role than the caller has. The message says, in words, what was refused,
+    which role it needs and what to do (sign in only where there is a sign-in)."""
+
+    def __init__(self, action: str, needed: str, role: str, user: str | None, *, param: str | None = None,
+                 can_sign_in: bool = True):
+        self.action, self.needed, self.role, self.user, self.param = action, needed, role, user, param
+        who = "you are browsing as a visitor" if user in (None, ANONYMOUS) else f"{user} is signed in as {role}"
+        hint = ""
+        if role == VISITOR:
+            hint = (" Editors can sign in at the top of the page." if can_sign_in
+                    else " This demo is read-only: search, the map and the library are open to everyone.")
+        super().__init__(f"{describe_action(action, param)} needs the {needed} role, and {who}.{hint}")
 
 
 @dataclass(frozen=True)
@@ -227,7 +260,7 @@ def check(policy: AccessPolicy, request, action: str, needed: str) -> str:
     """Raise AccessDenied unless the request's role reaches `needed`; returns the role."""
     role = policy.role_of(request)
     if not allows(role, needed):
-        raise AccessDenied(action, needed, role, user_of(request))
+        raise AccessDenied(action, needed, role, user_of(request), can_sign_in=policy.login)
     return role
 
 

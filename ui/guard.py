@@ -116,12 +116,17 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
                 given = signature.bind_partial(*args, **kwargs).arguments
                 for param, param_needed in arg_rules.items():
                     if _filled(given.get(param)) and not access.allows(role, param_needed):
-                        raise AccessDenied(f"{key} with {param}", param_needed, role, user)
+                        raise AccessDenied(key, param_needed, role, user, param=param, can_sign_in=policy.login)
         except AccessDenied as exc:
-            log.warning("denied", extra={"event": key, "user": user, "role": exc.role, "needed": exc.needed})
+            log.warning("denied", extra={"event": key, "user": user, "role": exc.role, "needed": exc.needed,
+                                         **({"argument": exc.param} if exc.param else {})})
             if silent:
                 return args, kwargs, _skip(n_outputs)
-            raise gr.Error(str(exc), title="Not allowed") from None
+            if not from_api_client(request):
+                # in the page: one warning toast, every output left as it was (no "Error" badge on each)
+                gr.Warning(str(exc), title="Not allowed")
+                return args, kwargs, _skip(n_outputs)
+            raise gr.Error(str(exc), title="Not allowed", print_exception=False) from None
         if identity and policy.enabled and user is not None:
             args = list(args)
             for i in identity:
@@ -133,6 +138,13 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
                                      "role": role})
         return args, kwargs, None
 
+    def mistake(exc: gr.Error) -> gr.Error:
+        """A gr.Error is the tab telling the user what to fix: one log line, no traceback on the console."""
+        exc.print_exception = False
+        log.info("refused input", extra={"event": key, "user": access.user_of(LocalContext.request.get(None)),
+                                         "reason": str(getattr(exc, "message", exc))})
+        return exc
+
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def guarded(*args, **kwargs):
@@ -140,13 +152,21 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
             if refused is not None:
                 yield refused
                 return
-            async for item in fn(*args, **kwargs):
-                yield item
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except gr.Error as exc:
+                raise mistake(exc)
     elif inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def guarded(*args, **kwargs):
             args, kwargs, refused = gate(args, kwargs)
-            return refused if refused is not None else await fn(*args, **kwargs)
+            if refused is not None:
+                return refused
+            try:
+                return await fn(*args, **kwargs)
+            except gr.Error as exc:
+                raise mistake(exc)
     elif inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def guarded(*args, **kwargs):
@@ -154,15 +174,33 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
             if refused is not None:
                 yield refused
                 return
-            yield from fn(*args, **kwargs)
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error as exc:
+                raise mistake(exc)
     else:
         @functools.wraps(fn)
         def guarded(*args, **kwargs):
             args, kwargs, refused = gate(args, kwargs)
-            return refused if refused is not None else fn(*args, **kwargs)
+            if refused is not None:
+                return refused
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error as exc:
+                raise mistake(exc)
     guarded._hearsay_guarded = True
     guarded._hearsay_needs = needed
     return guarded
+
+
+def from_api_client(request) -> bool:
+    """Whether a call comes from gradio_client (or MCP), which expects a refusal as an error, rather than
+    from the page, where a refusal is a warning toast. The clients say so in a header."""
+    headers = getattr(request, "headers", None) or {}
+    try:
+        return headers.get("x-gradio-user") in ("api", "mcp")
+    except AttributeError:
+        return True       # no page behind it: a test or a CLI calling the function
 
 
 def _skip(n_outputs: int):
@@ -224,24 +262,43 @@ def _set_queue(block_fn, key: str) -> None:
 
 
 # -- who is signed in: the bar above the tabs, tab visibility, the visitor-mode login page ---------------
-def access_bar(policy: AccessPolicy, tabs: dict[str, gr.Tab]) -> None:
-    """Call inside the Blocks: a line saying who you are, and tabs hidden that your role cannot use."""
+def tab_visible_at_start(policy: AccessPolicy, tab_id: str) -> bool:
+    """In the page's config (before anyone is known) a tab some role may not use starts hidden;
+    `access_bar`'s page-load event shows it to the roles that may. Without roles every tab shows."""
+    return not policy.enabled or all(tab_id not in hidden for hidden in access.HIDDEN_TABS.values())
+
+
+def access_banner(policy: AccessPolicy) -> gr.Markdown | None:
+    """Call inside the Blocks, above the tabs: the line saying who you are (filled on page load)."""
+    if not policy.enabled:
+        return None
+    return gr.Markdown(elem_id="access-bar", elem_classes=["hearsay-banner"], padding=True)
+
+
+def banner_text(policy: AccessPolicy, user: str | None, role: str) -> str:
+    """What the banner says to this person: a visitor learns what the demo offers, and how editors sign
+    in only when someone can (users configured)."""
+    if user is None:
+        line = ("👋 You are browsing as a **visitor**: this demo is read-only. Search sounds by description or "
+                "by example, explore the map, browse and listen to the library, and see evaluation results.")
+        return line + (" Editors: **[Sign in](login)**." if policy.login else "")
+    return f"Signed in as **{user}** ({role}) · [Sign out](logout)"
+
+
+def access_bar(policy: AccessPolicy, tabs: dict[str, gr.Tab], banner: gr.Markdown | None = None) -> None:
+    """Call inside the Blocks, after the tabs: on page load, fill the banner and show each role its tabs
+    (the others stay hidden, not blank)."""
     if not policy.enabled:
         return
-    bar = gr.Markdown(elem_id="access-bar")
+    banner = banner if banner is not None else access_banner(policy)
     tab_ids = list(tabs)
 
     def whoami(request: gr.Request):
         user, role = access.user_of(request), policy.role_of(request)
-        if user is None:
-            line = ("Browsing as a **visitor**: search, the map and evaluation on the demo data."
-                    + (" Editors: [sign in](login)." if policy.login else ""))
-        else:
-            line = f"Signed in as **{user}** ({role}) · [sign out](logout)"
         hidden = access.HIDDEN_TABS.get(role, ())
-        return (line, *[gr.Tab(visible=tab_id not in hidden) for tab_id in tab_ids])
+        return (banner_text(policy, user, role), *[gr.Tab(visible=tab_id not in hidden) for tab_id in tab_ids])
 
-    gr.context.Context.root_block.load(whoami, None, [bar, *tabs.values()], api_name="access_whoami",
+    gr.context.Context.root_block.load(whoami, None, [banner, *tabs.values()], api_name="access_whoami",
                                        show_progress="hidden")
 
 

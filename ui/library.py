@@ -1,4 +1,7 @@
-"""Library tab: import audio, browse recordings and clips, listen, look, delete."""
+"""Library tab: import audio, browse recordings and clips, listen, look, delete.
+
+Visitors get it read-only: the import column and the delete controls are not there for them (hidden on
+page load; where roles exist they start hidden), so no button they see can fail."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from core import published
-from core.access import ADMIN
+from core.access import ADMIN, ANNOTATOR, allows
 from core.catalog import REVIEW_STATUSES, ClipQuery
 from core.importer import AUDIO_EXTENSIONS, delete_clips, import_paths
 from ui.state import AppState
@@ -50,10 +53,25 @@ def clip_details(state: AppState, clip_id: int, role: str = ADMIN) -> tuple[str,
     return str(state.ws.clip_wav_path(int(clip_id))), str(state.ws.spectrogram_path(int(clip_id))), details
 
 
+def selected_id(value) -> int | None:
+    """The clip id in the id box, or None when it is empty (0 and blanks are 'nothing selected')."""
+    try:
+        clip_id = int(value)
+    except (TypeError, ValueError):
+        return None
+    return clip_id if clip_id > 0 else None
+
+
+def editor_controls(role: str) -> tuple[bool, bool]:
+    """(may import, may delete) for a role: what the Library shows it."""
+    return allows(role, ANNOTATOR), allows(role, ADMIN)
+
+
 def build(state: AppState) -> None:
+    open_to_all = not state.policy.enabled         # one person on their machine: everything shows at once
     stats = gr.Markdown(stats_markdown(state))
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, visible=open_to_all) as import_column:
             gr.Markdown("### Import\nAudio files (wav, flac, ogg, mp3, …) or zips; a `meta.csv` beside the audio "
                         "(`filename` + any columns) becomes metadata. Long recordings are cut into "
                         f"{state.settings.window_seconds:g} s windows overlapping by {state.settings.overlap_seconds:g} s.")
@@ -82,13 +100,14 @@ def build(state: AppState) -> None:
                 page_info = gr.Markdown()
     with gr.Row():
         with gr.Column():
-            selected = gr.Number(label="Selected clip (click a row, or type an id)", precision=0, value=None,
-                                 interactive=True)
+            # a textbox, not a number box: nothing selected reads as empty, never as clip 0
+            selected = gr.Textbox(label="Selected clip (click a row, or type an id)", value="",
+                                  placeholder="no clip selected", max_lines=1, interactive=True)
             player = gr.Audio(label="Clip", type="filepath", interactive=False)
             spectrogram = gr.Image(label="Spectrogram", type="filepath", interactive=False)
         with gr.Column():
             details = gr.JSON(label="Details")
-            delete_btn = gr.Button("Delete this clip…", variant="stop")
+            delete_btn = gr.Button("Delete this clip…", variant="stop", visible=open_to_all)
             with gr.Row(visible=False) as confirm_row:
                 gr.Markdown("Delete the clip with its captions and reviews? This cannot be undone.")
                 confirm_btn = gr.Button("Yes, delete", variant="stop")
@@ -133,31 +152,43 @@ def build(state: AppState) -> None:
 
     def on_load(text_v, source_v, status_v, page_v, request: gr.Request):
         """Fresh numbers whenever a page opens (the demo may still be importing, another tab may have
-        changed things); the status filter only for those who may read review statuses."""
+        changed things); the status filter only for those who may read review statuses, the import
+        column and the delete button only for those who may use them."""
+        role = state.role(request)
+        may_import, may_delete = editor_controls(role)
         return (*refresh_all(text_v, source_v, status_v, page_v, request),
                 gr.update(choices=[ALL] + state.ws.catalog.sources()),
-                gr.update(visible=published.reads_private(state.role(request))))
+                gr.update(visible=published.reads_private(role)),
+                gr.update(visible=may_import), gr.update(visible=may_delete))
 
     def on_select(frame: pd.DataFrame, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return int(frame.iloc[row]["clip"])
+        return str(int(frame.iloc[row]["clip"]))
 
-    def show(clip_id, request: gr.Request):
+    def show(clip_text, request: gr.Request):
+        clip_id = selected_id(clip_text)
         if clip_id is None:
             return None, None, None, gr.update(visible=False)
         try:
-            wav, png, info = clip_details(state, int(clip_id), state.role(request))
+            wav, png, info = clip_details(state, clip_id, state.role(request))
         except KeyError:
-            raise gr.Error(f"No clip {int(clip_id)}.")
+            raise gr.Error(f"There is no clip {clip_id}: click a row of the table to pick one.")
         return wav, png, info, gr.update(visible=False)
 
-    def do_delete(clip_id, text_v, source_v, status_v, page_v, request: gr.Request):
+    def do_delete(clip_text, text_v, source_v, status_v, page_v, request: gr.Request):
+        clip_id = selected_id(clip_text)
         if clip_id is None:
-            raise gr.Error("Select a clip first.")
-        delete_clips(state.ws, [int(clip_id)])
+            gr.Warning("No clip is selected, so nothing was deleted: click a row first.")
+            return ("", gr.update(visible=False), *(gr.skip() for _ in range(7)))
+        try:
+            state.ws.catalog.get_clip(clip_id)
+        except KeyError:
+            gr.Warning(f"There is no clip {clip_id}, so nothing was deleted.")
+            return ("", gr.update(visible=False), *(gr.skip() for _ in range(7)))
+        delete_clips(state.ws, [clip_id])
         frame, info = refresh(text_v, source_v, status_v, page_v, request)
-        return (f"Deleted clip {int(clip_id)}.", gr.update(visible=False), frame, info, stats_markdown(state),
-                None, None, None, None)
+        return (f"Deleted clip {clip_id}.", gr.update(visible=False), frame, info, stats_markdown(state),
+                "", None, None, None)
 
     imp = import_btn.click(do_import, [files, folder], [report, stats, source], api_name="library_import",
                            concurrency_limit=1)
@@ -177,5 +208,6 @@ def build(state: AppState) -> None:
                       api_name="library_delete")
     root = gr.context.Context.root_block
     if root is not None:
-        root.load(on_load, filters, [table, page_info, stats, source, status], api_name=False)
+        root.load(on_load, filters, [table, page_info, stats, source, status, import_column, delete_btn],
+                  api_name=False)
     gr.Button("Refresh", size="sm").click(refresh_all, filters, [table, page_info, stats], api_name="library_refresh")
