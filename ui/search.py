@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from pathlib import Path
 from urllib.parse import quote
 
 import gradio as gr
 from gradio.context import LocalContext
 
-from core import access, index, search
+from core import access, index, published, search, search_view
 from core.catalog import REVIEW_STATUSES
 from ui.state import AppState
 
@@ -83,9 +84,57 @@ def player_html(path: Path | None) -> str:
             f"src='gradio_api/file={html.escape(quote(str(path)))}'></audio>")
 
 
+def card_html(rank: int, hit: search.Hit, wav: Path | None) -> str:
+    """A result's card: title, a score bar (greyed with a "weak match" cue under the floor), its player."""
+    weak = search_view.is_weak(hit.score)
+    title = search_view.clip_title(hit.name, hit.meta.get("label"), hit.clip_id)
+    width = max(0.0, min(1.0, hit.score)) * 100
+    badge = "<span class='hs-weak-badge'>weak match</span>" if weak else ""
+    return (f"<div class='hs-card{' hs-weak' if weak else ''}'>"
+            f"<div class='hs-card-head'><span class='hs-rank'>{rank}</span>"
+            f"<span class='hs-title'>{html.escape(title)}</span>{badge}</div>"
+            f"<div class='hs-score' title='score {hit.score:.3f}'><div class='hs-bar'>"
+            f"<span style='width:{width:.0f}%'></span></div><span class='hs-num'>{hit.score:.2f}</span></div>"
+            f"{player_html(wav)}</div>")
+
+
 def status_markdown(info: dict) -> str:
     state = "up to date" if info["current"] else "needs an update"
     return (f"Index for `{info['model_id']}`: **{info['indexed']}** of **{info['clips']}** clips · {state}")
+
+
+def rate_and_eta(done: int, total: int, seconds: float) -> str:
+    """' · 12.5 clips/s · about 7 s left' once something was done, else ''."""
+    if done <= 0 or seconds <= 0:
+        return ""
+    rate = done / seconds
+    left = max(total - done, 0) / rate
+    return f" · {rate:.1f} clips/s · about {left:.0f} s left"
+
+
+def progress_reporter(progress):
+    """core's (done, total, message) callbacks as one Gradio progress bar whose text has the counts,
+    the rate and the time left."""
+    started = time.monotonic()
+
+    def report(done: int, total: int, message: str) -> None:
+        text = f"{message}: {done} of {total} clips{rate_and_eta(done, total, time.monotonic() - started)}"
+        progress((done, max(total, 1)), desc=text, unit="clips")
+    return report
+
+
+def index_line(info: dict, seen: dict | None, now: float) -> tuple[str, dict]:
+    """The status line above the results while the index fills, and what the next poll compares to
+    (the first count seen and when, for the rate)."""
+    indexed, clips = info["indexed"], info["clips"]
+    if info["current"]:
+        return f"✓ Search covers all **{clips}** clips.", {}
+    seen = seen if seen and seen.get("indexed", indexed) <= indexed else {"indexed": indexed, "at": now}
+    if indexed >= clips:
+        return "⏳ The index is catching up with recent changes…", seen
+    pace = rate_and_eta(indexed - seen["indexed"], clips - seen["indexed"], now - seen["at"])
+    return (f"⏳ Indexing the library for search: **{indexed}** of **{clips}** clips{pace}. "
+            "You can search now: results cover the clips indexed so far."), seen
 
 
 def _given(value) -> bool:
@@ -94,28 +143,56 @@ def _given(value) -> bool:
     return value not in (None, "", 0)
 
 
-def filters_from(status, sources, tags, min_d, max_d, recording, w_start, w_end) -> search.Filters:
+def filters_from(status, sources, tags, min_d, max_d, recording, w_start, w_end, *, private: bool = True
+                 ) -> search.Filters:
+    """The search filters; `private` False (a visitor): the review-status filter is ignored, as it
+    would tell which clips were rejected."""
     def num(v, zero_is_unset=False):
         return None if v in (None, "") or (zero_is_unset and v == 0) else float(v)
-    return search.Filters(status=status or (), source=sources or (), tags=tags or (),
+    return search.Filters(status=(status or ()) if private else (), source=sources or (), tags=tags or (),
                           min_duration=num(min_d), max_duration=num(max_d, True),
                           recording_id=int(recording) if _given(recording) else None,
                           window_start=num(w_start), window_end=num(w_end, True))
 
 
-def hit_markdown(rank: int, hit: search.Hit) -> str:
-    scores = f"**{hit.score:.3f}** (model {hit.model_score:.3f}"
-    scores += ")" if hit.caption_score is None else f", caption {hit.caption_score:.3f})"
-    lines = [f"**{rank}.** {scores} · clip {hit.clip_id} · `{hit.name}` "
-             f"{hit.start:.1f}–{hit.end:.1f} s · {hit.status}"]
+def hit_markdown(rank: int, hit: search.Hit, *, private: bool = True) -> str:
+    """The card's details: caption, tags, where the clip is from, the scores (and, for the team, its
+    review status)."""
+    lines = []
     if hit.caption:
-        lines.append(f"> {hit.caption}")
+        lines.append(f"“{hit.caption}”")
     if hit.tags:
         lines.append(" ".join(f"`{t}`" for t in hit.tags))
-    label = hit.meta.get("label")
-    if label:
-        lines.append(f"label: {label}")
+    scores = f"model {hit.model_score:.3f}" + ("" if hit.caption_score is None else
+                                                f", caption {hit.caption_score:.3f}")
+    where = f"#{rank} · clip {hit.clip_id} · `{hit.name}` {hit.start:.1f}–{hit.end:.1f} s · {scores}"
+    lines.append(f"<small>{where}{' · ' + hit.status if private else ''}</small>")
     return "\n\n".join(lines)
+
+
+def summary_line(page: search.SearchPage, what: str) -> str:
+    if not page.hits:
+        return f"No matches for {what}."
+    first, last = page.offset + 1, page.offset + len(page.hits)
+    line = f"Results {first}–{last} for {what} · {page.seconds * 1000:.0f} ms"
+    strong = sum(not search_view.is_weak(h.score) for h in page.hits)
+    floor = f"score under {search_view.WEAK_MATCH:.2f}"
+    if strong == 0:
+        line += f"  \n**No close match**: these are only the nearest sounds ({floor})."
+    elif strong < len(page.hits):
+        line += f" · {strong} close, {len(page.hits) - strong} weak ({floor})"
+    return line
+
+
+def public_page(page: search.SearchPage, private: bool) -> dict:
+    """The results as JSON, each hit marked weak or not; visitors never see review statuses."""
+    out = page.to_dict()
+    out["weak_below"] = search_view.WEAK_MATCH
+    for hit in out["hits"]:
+        hit["weak"] = search_view.is_weak(hit["score"])
+        if not private:
+            hit.pop("status", None)
+    return out
 
 
 def probability_chart(result: search.ZeroShot):
@@ -129,74 +206,104 @@ def probability_chart(result: search.ZeroShot):
     return fig
 
 
+EXAMPLES = 8                  # example-query chips under the search box
+POLL_SECONDS = 2.0            # the index status line, while the index is filling
+
+HEAD = """<style>
+#search-query textarea, #search-query input { font-size: 1.15rem; padding: .7rem .9rem; }
+#search-go { min-height: 3rem; }
+.hs-status, .hs-status p { font-size: .9rem; color: var(--body-text-color-subdued); }
+.hs-card { display: flex; flex-direction: column; gap: .3rem; padding: .2rem .1rem; }
+.hs-card-head { display: flex; align-items: baseline; gap: .5rem; flex-wrap: wrap; }
+.hs-rank { color: var(--body-text-color-subdued); font-size: .85rem; }
+.hs-title { font-weight: 600; font-size: 1.05rem; text-transform: capitalize; }
+.hs-weak-badge { font-size: .75rem; padding: 0 .45rem; border-radius: 999px;
+                 background: var(--neutral-200); color: var(--neutral-700); }
+.hs-score { display: flex; align-items: center; gap: .5rem; }
+.hs-bar { flex: 1; height: .45rem; border-radius: 999px; background: var(--neutral-200); overflow: hidden; }
+.hs-bar span { display: block; height: 100%; background: var(--color-accent); }
+.hs-weak .hs-bar span { background: var(--neutral-400); }
+.hs-weak .hs-title { color: var(--body-text-color-subdued); }
+.hs-num { font-variant-numeric: tabular-nums; font-size: .85rem; min-width: 2.5rem; text-align: right; }
+.hs-result .hs-details p { margin: .1rem 0; }
+</style>"""
+
+
 def build(state: AppState) -> None:
     ws = state.ws
     facets = search.facets(ws)
-    with gr.Row():
-        model = gr.Dropdown(label="Model", choices=model_choices(state), value=ACTIVE, allow_custom_value=True,
-                            scale=2)
-        index_info = gr.Markdown("Index status appears after the first search or **Check**.")
-        check_btn = gr.Button("Check", size="sm", scale=0)
-        update_btn = gr.Button("Update index", size="sm", scale=0)
-        rebuild_btn = gr.Button("Rebuild", size="sm", scale=0)
-        cancel_btn = gr.Button("Cancel", size="sm", scale=0)
-    with gr.Row():
-        with gr.Column(scale=2):
-            with gr.Row():
-                query = gr.Textbox(label="Describe a sound", placeholder="rain on a tin roof", scale=4)
-                text_btn = gr.Button("Search", variant="primary", scale=1)
-            hybrid = gr.Slider(0, 1, value=0.0, step=0.05, label="Caption weight (hybrid: 0 = model only)")
-            with gr.Row():
-                sound = gr.Audio(label="…or a sound", sources=["upload", "microphone"], type="filepath")
-                with gr.Column():
-                    audio_btn = gr.Button("Find similar sounds")
-                    clip_id = gr.Number(label="Clip id (0 = none)", value=None, precision=0)
-                    like_btn = gr.Button("More like this clip")
-        with gr.Column(scale=1):
-            with gr.Accordion("Filters", open=False):
-                f_status = gr.CheckboxGroup(list(REVIEW_STATUSES), label="Review status")
-                f_source = gr.Dropdown(facets["sources"], multiselect=True, label="Source")
-                f_tags = gr.Dropdown(facets["tags"], multiselect=True, allow_custom_value=True, label="Tags (any)")
-                with gr.Row():
-                    f_min = gr.Number(label="Min duration (s)", value=None, minimum=0, placeholder="any")
-                    f_max = gr.Number(label="Max duration (s)", value=None, minimum=0, placeholder="any")
-                f_rec = gr.Number(label="Recording id (0 = any)", value=None, precision=0)
-                with gr.Row():
-                    f_w0 = gr.Number(label="Window from (s)", value=None, minimum=0, placeholder="start")
-                    f_w1 = gr.Number(label="Window to (s)", value=None, minimum=0, placeholder="end")
-            with gr.Accordion("Zero-shot labels", open=True):
-                labels = gr.Textbox(label="Labels (comma-separated)", placeholder="dog, cat, rain, engine")
-                templates = gr.Textbox(label="Prompt templates (one per line, {label} marks the label)",
-                                       value="\n".join(search.DEFAULT_TEMPLATES), lines=2)
-                gr.Markdown("Classifies the clip id above, or else the sound on the left.")
-                classify_btn = gr.Button("Classify")
-                chart = gr.Plot(label="Probabilities")
-                zero_json = gr.JSON(label="Zero-shot result", visible=False)
-    summary = gr.Markdown()
-    slots = []
-    for i in range(PAGE_SIZE):
-        with gr.Group(visible=False) as group:
+    index_info = gr.Markdown("", elem_id="search-status", elem_classes="hs-status")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=300):
             with gr.Row(equal_height=True):
-                player = gr.HTML(scale=2, js_on_load=None)
-                text = gr.Markdown()
-                more = gr.Button("More like this", size="sm", scale=0)
-        slots.append((group, player, text, more))
-    with gr.Row():
-        prev_btn = gr.Button("◀ Previous", size="sm")
-        next_btn = gr.Button("Next ▶", size="sm")
-    with gr.Accordion("Results as JSON", open=False):
-        results = gr.JSON(label="Results")
+                query = gr.Textbox(show_label=False, placeholder="Describe a sound, e.g. a dog barking",
+                                   scale=5, min_width=200, container=False, elem_id="search-query",
+                                   label="Describe a sound")
+                text_btn = gr.Button("Search", variant="primary", scale=1, min_width=80, elem_id="search-go")
+            examples = gr.Dataset(components=[query], samples=[[q] for q in search_view.example_queries(ws, EXAMPLES)],
+                                  label="Try", layout="gallery", samples_per_page=EXAMPLES, elem_id="search-examples")
+            summary = gr.Markdown(elem_id="search-summary")
+            slots = []
+            for i in range(PAGE_SIZE):
+                with gr.Group(visible=False, elem_classes="hs-result") as group:
+                    with gr.Row(equal_height=False):
+                        player = gr.HTML(js_on_load=None, scale=3, min_width=240)
+                        with gr.Column(scale=2, min_width=200):
+                            text = gr.Markdown(elem_classes="hs-details")
+                            more = gr.Button("More like this", size="sm")
+                slots.append((group, player, text, more))
+            with gr.Row():
+                prev_btn = gr.Button("◀ Previous", size="sm")
+                next_btn = gr.Button("Next ▶", size="sm")
+        with gr.Column(scale=1, min_width=260):
+            sound = gr.Audio(label="…or search with a sound", sources=["upload", "microphone"], type="filepath")
+            audio_btn = gr.Button("Find similar sounds")
+    with gr.Accordion("Advanced: model, index, filters, caption weight, zero-shot labels", open=False):
+        with gr.Row():
+            model = gr.Dropdown(label="Model", choices=model_choices(state), value=ACTIVE,
+                                allow_custom_value=True, scale=2)
+            check_btn = gr.Button("Check index", size="sm", scale=0)
+            update_btn = gr.Button("Update index", size="sm", scale=0)
+            rebuild_btn = gr.Button("Rebuild", size="sm", scale=0)
+            cancel_btn = gr.Button("Cancel", size="sm", scale=0)
+        hybrid = gr.Slider(0, 1, value=0.0, step=0.05, label="Caption weight (hybrid: 0 = model only)")
+        with gr.Row():
+            clip_id = gr.Number(label="Clip id", value=None, precision=0, placeholder="none")
+            like_btn = gr.Button("More like this clip")
+        with gr.Accordion("Filters", open=False):
+            f_status = gr.CheckboxGroup(list(REVIEW_STATUSES), label="Review status", visible=False)
+            f_source = gr.Dropdown(facets["sources"], multiselect=True, label="Source")
+            f_tags = gr.Dropdown(facets["tags"], multiselect=True, allow_custom_value=True, label="Tags (any)")
+            with gr.Row():
+                f_min = gr.Number(label="Min duration (s)", value=None, minimum=0, placeholder="any")
+                f_max = gr.Number(label="Max duration (s)", value=None, minimum=0, placeholder="any")
+            f_rec = gr.Number(label="Recording id", value=None, precision=0, placeholder="any")
+            with gr.Row():
+                f_w0 = gr.Number(label="Window from (s)", value=None, minimum=0, placeholder="start")
+                f_w1 = gr.Number(label="Window to (s)", value=None, minimum=0, placeholder="end")
+        with gr.Accordion("Zero-shot labels", open=False):
+            labels = gr.Textbox(label="Labels (comma-separated)", placeholder="dog, cat, rain, engine")
+            templates = gr.Textbox(label="Prompt templates (one per line, {label} marks the label)",
+                                   value="\n".join(search.DEFAULT_TEMPLATES), lines=2)
+            gr.Markdown("Classifies the clip id above, or else the sound you uploaded or recorded.")
+            classify_btn = gr.Button("Classify")
+            chart = gr.Plot(label="Probabilities")
+            zero_json = gr.JSON(label="Zero-shot result", visible=False)
+        with gr.Accordion("Results as JSON", open=False):
+            results = gr.JSON(label="Results")
     last_query = gr.State({})           # what the page buttons repeat
     shown_ids = gr.State([])            # clip ids of the slots, for their "more like this" buttons
+    seen = gr.State({})                 # the index count the status line first saw, and when (its rate)
+    poll = gr.Timer(POLL_SECONDS, active=False)
 
     filter_inputs = [f_status, f_source, f_tags, f_min, f_max, f_rec, f_w0, f_w1]
     # the clip a "more like this" started from becomes the selected clip (ready for Classify)
     page_outputs = [results, summary, last_query, shown_ids] + [c for s in slots for c in s[:3]] + [clip_id]
+    one_bar = dict(show_progress="minimal", show_progress_on=[summary])    # one progress bar, not one per card
 
     def catch_up(embedder, progress) -> str:
         """Index what changed since the last search (new clips only when few) before answering."""
-        report = index.catch_up(ws, embedder, max_new=AUTO_INDEX,
-                                progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
+        report = index.catch_up(ws, embedder, max_new=AUTO_INDEX, progress=progress_reporter(progress))
         if report is None:
             return ""
         if report.deferred:
@@ -205,9 +312,11 @@ def build(state: AppState) -> None:
             return f"{report.pending} clips are not indexed yet: press **Update index**."
         return ""
 
-    def run(q: dict, model_v, hybrid_v, filters: search.Filters, progress) -> list:
-        embedder = embedder_for(state, model_v, caller_role())
-        common = dict(k=PAGE_SIZE, offset=int(q.get("offset", 0)), filters=filters)
+    def run(q: dict, model_v, hybrid_v, filters: tuple, progress) -> list:
+        role = caller_role()
+        private = published.reads_private(role)
+        embedder = embedder_for(state, model_v, role)
+        common = dict(k=PAGE_SIZE, offset=int(q.get("offset", 0)), filters=filters_from(*filters, private=private))
         try:
             notice = catch_up(embedder, progress)
             if q["kind"] == "text":
@@ -221,16 +330,15 @@ def build(state: AppState) -> None:
         except (ValueError, KeyError, index.IndexUnavailable) as exc:
             raise gr.Error(str(exc).strip("'\""))
         page.notice = notice
-        return render(page, q)
+        return render(page, q, private)
 
-    def render(page: search.SearchPage, q: dict) -> list:
+    def render(page: search.SearchPage, q: dict, private: bool) -> list:
         first = page.offset + 1
         what = {"text": f"“{q.get('query', '')}”", "audio": "your sound", "clip": f"clip {q.get('clip_id')}"}[q["kind"]]
-        line = (f"Results {first}–{page.offset + len(page.hits)} for {what} · {page.seconds * 1000:.0f} ms"
-                if page.hits else f"No matches for {what}.")
+        line = summary_line(page, what)
         if page.notice:
             line += f"  \n⚠ {page.notice}"
-        out = [page.to_dict(), line, q, [h.clip_id for h in page.hits]]
+        out = [public_page(page, private), line, q, [h.clip_id for h in page.hits]]
         for i in range(PAGE_SIZE):
             if i < len(page.hits):
                 hit = page.hits[i]
@@ -238,42 +346,48 @@ def build(state: AppState) -> None:
                     wav = search.player_wav(ws, hit)
                 except (KeyError, OSError):         # deleted since it was indexed
                     wav = None
-                out += [gr.update(visible=True), player_html(wav), hit_markdown(first + i, hit)]
+                out += [gr.update(visible=True), card_html(first + i, hit, wav),
+                        hit_markdown(first + i, hit, private=private)]
             else:
                 out += [gr.update(visible=False), "", ""]
         return out + [q["clip_id"] if q["kind"] == "clip" else gr.update()]
 
-    def do_text(model_v, query_v, hybrid_v, *filters, progress=gr.Progress()):
+    def text_search(query_v: str, model_v, hybrid_v, filters, progress) -> list:
         if not (query_v or "").strip():
             raise gr.Error("Type a description of the sound you are looking for.")
-        return run({"kind": "text", "query": query_v.strip(), "offset": 0}, model_v, hybrid_v,
-                   filters_from(*filters), progress)
+        return run({"kind": "text", "query": query_v.strip(), "offset": 0}, model_v, hybrid_v, filters, progress)
+
+    def do_text(model_v, query_v, hybrid_v, *filters, progress=gr.Progress()):
+        return text_search(query_v, model_v, hybrid_v, filters, progress)
+
+    def do_example(sample, model_v, hybrid_v, *filters, progress=gr.Progress()):
+        """A chip: its words go into the query box and are searched."""
+        query_v = (sample or [""])[0] if isinstance(sample, (list, tuple)) else str(sample or "")
+        return [query_v] + text_search(query_v, model_v, hybrid_v, filters, progress)
 
     def do_audio(model_v, sound_v, *filters, progress=gr.Progress()):
         if not sound_v:
             raise gr.Error("Upload or record a sound first.")
-        return run({"kind": "audio", "audio": sound_v, "offset": 0}, model_v, 0.0, filters_from(*filters), progress)
+        return run({"kind": "audio", "audio": sound_v, "offset": 0}, model_v, 0.0, filters, progress)
 
     def do_like(model_v, clip_v, hybrid_v, *filters, progress=gr.Progress()):
         if not _given(clip_v):
             raise gr.Error("Give a clip id (or use a result's “More like this”).")
-        return run({"kind": "clip", "clip_id": int(clip_v), "offset": 0}, model_v, hybrid_v,
-                   filters_from(*filters), progress)
+        return run({"kind": "clip", "clip_id": int(clip_v), "offset": 0}, model_v, hybrid_v, filters, progress)
 
     def turn(delta: int):
         def go(q, model_v, hybrid_v, *filters, progress=gr.Progress()):
             if not q:
                 raise gr.Error("Search for something first.")
             q = {**q, "offset": max(0, int(q.get("offset", 0)) + delta)}
-            return run(q, model_v, hybrid_v, filters_from(*filters), progress)
+            return run(q, model_v, hybrid_v, filters, progress)
         return go
 
     def slot_like(i: int):
         def go(ids, model_v, hybrid_v, *filters, progress=gr.Progress()):
             if i >= len(ids or []):
                 raise gr.Error("No result in this place.")
-            return run({"kind": "clip", "clip_id": int(ids[i]), "offset": 0}, model_v, hybrid_v,
-                       filters_from(*filters), progress)
+            return run({"kind": "clip", "clip_id": int(ids[i]), "offset": 0}, model_v, hybrid_v, filters, progress)
         return go
 
     def do_classify(model_v, labels_v, templates_v, clip_v, sound_v):
@@ -302,8 +416,7 @@ def build(state: AppState) -> None:
             flag = cancel_flag(request)
             flag.clear()
             try:
-                report = index.sync(ws, embedder, rebuild=rebuild, cancel=flag,
-                                    progress=lambda d, t, m: progress((d, max(t, 1)), desc=m))
+                report = index.sync(ws, embedder, rebuild=rebuild, cancel=flag, progress=progress_reporter(progress))
                 gr.Info(report.summary())
                 return status_markdown(index.status(ws, embedder))
             except index.IndexUnavailable as exc:
@@ -314,22 +427,54 @@ def build(state: AppState) -> None:
         cancel_flag(request).set()
         return "Cancelling after the current batch…"
 
+    def tick(model_v, seen_v):
+        """The status line while the index fills (the app indexes the active model at launch); the
+        polling stops once the index covers the catalogue."""
+        try:
+            info = index.status(ws, embedder_for(state, model_v, caller_role(), searching=False))
+        except (gr.Error, index.IndexUnavailable) as exc:
+            return f"Search is not ready: {exc}", gr.Timer(active=False), {}
+        line, seen_v = index_line(info, seen_v, time.monotonic())
+        return line, gr.Timer(active=not info["current"]), seen_v
+
+    def on_load(model_v, request: gr.Request):
+        """What this visitor may use (review statuses and index writes only for the team), the
+        models and example queries as they are now, and the index status line."""
+        role = state.role(request)
+        team, admin = published.reads_private(role), access.allows(role, access.ADMIN)
+        line, timer, seen_v = tick(model_v, {})
+        return (gr.update(visible=team), gr.update(visible=team), gr.update(visible=admin),
+                gr.update(visible=team), gr.update(choices=model_choices(state)),
+                gr.Dataset(samples=[[q] for q in search_view.example_queries(ws, EXAMPLES)]),
+                line, timer, seen_v)
+
     search_inputs = [model, query, hybrid] + filter_inputs
-    text_btn.click(do_text, search_inputs, page_outputs, api_name="search_text")
-    query.submit(do_text, search_inputs, page_outputs, api_name="search_text_submit", api_visibility="undocumented")
-    audio_btn.click(do_audio, [model, sound] + filter_inputs, page_outputs, api_name="search_audio")
-    like_btn.click(do_like, [model, clip_id, hybrid] + filter_inputs, page_outputs, api_name="search_more_like_this")
+    status_after = dict(fn=tick, inputs=[model, seen], outputs=[index_info, poll, seen], api_name=False,
+                        show_progress="hidden")
+    text_btn.click(do_text, search_inputs, page_outputs, api_name="search_text", **one_bar).then(**status_after)
+    query.submit(do_text, search_inputs, page_outputs, api_name="search_text_submit", api_visibility="undocumented",
+                 **one_bar).then(**status_after)
+    examples.click(do_example, [examples, model, hybrid] + filter_inputs, [query] + page_outputs,
+                   api_name="search_example", api_visibility="undocumented", **one_bar).then(**status_after)
+    audio_btn.click(do_audio, [model, sound] + filter_inputs, page_outputs, api_name="search_sound", **one_bar)
+    like_btn.click(do_like, [model, clip_id, hybrid] + filter_inputs, page_outputs, api_name="search_more_like_this",
+                   **one_bar)
     prev_btn.click(turn(-PAGE_SIZE), [last_query, model, hybrid] + filter_inputs, page_outputs,
-                   api_name="search_prev_page")
+                   api_name="search_prev_page", **one_bar)
     next_btn.click(turn(PAGE_SIZE), [last_query, model, hybrid] + filter_inputs, page_outputs,
-                   api_name="search_next_page")
+                   api_name="search_next_page", **one_bar)
     for i, (_, _, _, more) in enumerate(slots):
         more.click(slot_like(i), [shown_ids, model, hybrid] + filter_inputs, page_outputs,
-                   api_name=f"search_more_like_result_{i + 1}", api_visibility="undocumented")
+                   api_name=f"search_more_like_result_{i + 1}", api_visibility="undocumented", **one_bar)
     classify_btn.click(do_classify, [model, labels, templates, clip_id, sound], [chart, zero_json],
-                       api_name="search_classify")
+                       api_name="search_classify", show_progress_on=[chart])
     check_btn.click(do_status, [model], [index_info], api_name="search_index_status")
     model.change(do_status, [model], [index_info], api_name="search_model_changed", api_visibility="undocumented")
     update_btn.click(do_index(False), [model], [index_info], api_name="search_update_index")
     rebuild_btn.click(do_index(True), [model], [index_info], api_name="search_rebuild_index")
     cancel_btn.click(do_cancel, None, [index_info], api_name="search_cancel_index")
+    poll.tick(tick, [model, seen], [index_info, poll, seen], api_name=False, show_progress="hidden")
+    root = gr.context.Context.root_block
+    if root is not None:
+        root.load(on_load, [model], [f_status, update_btn, rebuild_btn, cancel_btn, model, examples,
+                                     index_info, poll, seen], api_name=False, show_progress="hidden")
