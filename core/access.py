@@ -95,6 +95,7 @@ PAGE_EVENTS: dict[str, str] = {
     "ui.library:build.<locals>.on_load": VISITOR,           # page load
     "ui.library:build.<locals>.turn.<locals>.go": VISITOR,  # previous / next page
     "ui.library:build.<locals>.on_select": VISITOR,
+    "ui.map:build.<locals>.show_editor_row": VISITOR,      # page load: the send-to-review buttons, editors only
     "ui.captions:build.<locals>.<lambda>": ANNOTATOR,       # filters
     "ui.captions:build.<locals>.on_select": ANNOTATOR,
     "ui.captions:build.<locals>.fill": ANNOTATOR,           # page load: the tables (empty in /config)

@@ -360,8 +360,9 @@ class MapData:
 
     @property
     def fields(self) -> list[str]:
-        """Colouring choices: metadata columns (e.g. label) first, then the built-in ones."""
-        return self.meta_fields + [f for f in BUILTIN_FIELDS if f not in self.meta_fields]
+        """Colouring choices: metadata columns (e.g. label) first, then the built-in ones it has
+        (a visitor's map has no review status)."""
+        return self.meta_fields + [f for f in BUILTIN_FIELDS if f not in self.meta_fields and f in self.points]
 
     @property
     def dims(self) -> int:
@@ -492,11 +493,12 @@ def caption_embeddings(embedder: "Embedder", captions: Sequence[str], cache_dir:
     return out
 
 
-def clip_table(ws: "Workspace", clip_ids: Sequence[int]) -> tuple[pd.DataFrame, list[str]]:
+def clip_table(ws: "Workspace", clip_ids: Sequence[int], public: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """What the map shows per clip, in `clip_ids` order, plus the metadata column names found.
 
     Columns: clip_id, recording_id, name, source, start, end, caption, tags, top_tag, status,
-    then one column per recording metadata key (e.g. label).
+    then one column per recording metadata key (e.g. label). `public` (what visitors read,
+    core/published.py): the published caption and its tags, and no status column.
     """
     from core.catalog import REVIEW_STATUSES
 
@@ -504,9 +506,9 @@ def clip_table(ws: "Workspace", clip_ids: Sequence[int]) -> tuple[pd.DataFrame, 
     wanted = [int(c) for c in clip_ids]
     clips = {c.id: c for c in catalog.clips()}
     recordings = {r.id: r for r in catalog.recordings()}
-    captions = catalog.current_captions(wanted)
+    captions = catalog.published_captions(wanted) if public else catalog.current_captions(wanted)
     status = {}
-    for s in REVIEW_STATUSES:
+    for s in () if public else REVIEW_STATUSES:
         status.update(dict.fromkeys(catalog.clip_ids_by_status(s), s))
 
     meta_keys: list[str] = []
@@ -531,16 +533,17 @@ def clip_table(ws: "Workspace", clip_ids: Sequence[int]) -> tuple[pd.DataFrame, 
             "caption": cap.text if cap else "",
             "tags": ", ".join(ranked[:5]),
             "top_tag": ranked[0] if ranked else NONE_VALUE,
-            "status": status.get(cid, "pending"),
         }
+        if not public:
+            row["status"] = status.get(cid, "pending")
         for key, value in (rec.meta if rec else {}).items():
             column = key if key not in row and key not in BUILTIN_FIELDS else f"meta_{key}"
             if column not in meta_keys:
                 meta_keys.append(column)
             row[column] = "" if value is None else str(value)
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["clip_id", "recording_id", "name", "source", "start", "end", "caption",
-                                        "tags", "top_tag", "status"] + meta_keys)
+    columns = ["clip_id", "recording_id", "name", "source", "start", "end", "caption", "tags", "top_tag"]
+    table = pd.DataFrame(rows, columns=columns + ([] if public else ["status"]) + meta_keys)
     for key in meta_keys:
         table[key] = table[key].fillna("").replace("", NONE_VALUE)
     # label-like columns first: they are what people colour by
@@ -558,13 +561,15 @@ def _score(value) -> float:
 def map_from_embeddings(ws: "Workspace", model_id: str, clip_ids: Sequence[int], embeddings: np.ndarray,
                         params: ProjectionParams = ProjectionParams(), *,
                         embed_text: Callable[[Sequence[str]], np.ndarray] | None = None, outlier_z: float = 2.5,
-                        progress: Progress | None = None, cancel: threading.Event | None = None) -> MapData:
-    """The map of given clip embeddings: table + captions' embeddings + projection + outliers."""
+                        progress: Progress | None = None, cancel: threading.Event | None = None,
+                        public: bool = False) -> MapData:
+    """The map of given clip embeddings: table + captions' embeddings + projection + outliers.
+    `public`: the visitors' view (published captions, no review status; see clip_table)."""
     report = progress or (lambda fraction, message: None)
     ids = [int(c) for c in clip_ids]
     emb = np.asarray(embeddings, dtype=np.float32)
     report(0.0, "reading the catalogue")
-    table, meta_fields = clip_table(ws, ids)
+    table, meta_fields = clip_table(ws, ids, public=public)
     cache = ws.cache_dir / "projections"
     text = None
     if embed_text is not None and (table["caption"] != "").any():
@@ -603,8 +608,10 @@ class _TextOnly:
 
 def build_map(ws: "Workspace", model: "str | Embedder" = "active", params: ProjectionParams = ProjectionParams(), *,
               clip_ids: Sequence[int] | None = None, with_captions: bool = True, outlier_z: float = 2.5,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> MapData:
-    """The map of a model ("active", a model id, or an Embedder) over the workspace's clips."""
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              public: bool = False) -> MapData:
+    """The map of a model ("active", a model id, or an Embedder) over the workspace's clips
+    (`public`: as visitors may read it)."""
     report = progress or (lambda fraction, message: None)
     embedder = resolve_model(ws, model) if isinstance(model, str) else model
     report(0.0, f"embeddings of {embedder.model_id}")
@@ -614,13 +621,13 @@ def build_map(ws: "Workspace", model: "str | Embedder" = "active", params: Proje
                          "(Search tab, or `python -m core index`).")
     return map_from_embeddings(ws, embedder.model_id, ids, emb, params,
                                embed_text=embedder.embed_text if with_captions else None, outlier_z=outlier_z,
-                               progress=lambda f, m: report(0.1 + 0.9 * f, m), cancel=cancel)
+                               progress=lambda f, m: report(0.1 + 0.9 * f, m), cancel=cancel, public=public)
 
 
 def compare_maps(ws: "Workspace", model_a: "str | Embedder", model_b: "str | Embedder",
                  params: ProjectionParams = ProjectionParams(), *, with_captions: bool = True,
                  outlier_z: float = 2.5, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> tuple[MapData, MapData]:
+                 cancel: threading.Event | None = None, public: bool = False) -> tuple[MapData, MapData]:
     """Before/after: two models' maps over the same clips, the second rotated to line up with the first."""
     report = progress or (lambda fraction, message: None)
     a = resolve_model(ws, model_a) if isinstance(model_a, str) else model_a
@@ -636,10 +643,12 @@ def compare_maps(ws: "Workspace", model_a: "str | Embedder", model_b: "str | Emb
     emb_b = emb_b[[pick_b[c] for c in common]]
     map_a = map_from_embeddings(ws, a.model_id, common, emb_a, params,
                                 embed_text=a.embed_text if with_captions else None, outlier_z=outlier_z,
-                                progress=lambda f, m: report(0.1 + 0.45 * f, f"{a.model_id}: {m}"), cancel=cancel)
+                                progress=lambda f, m: report(0.1 + 0.45 * f, f"{a.model_id}: {m}"), cancel=cancel,
+                                public=public)
     map_b = map_from_embeddings(ws, b.model_id, common, emb_b, params,
                                 embed_text=b.embed_text if with_captions else None, outlier_z=outlier_z,
-                                progress=lambda f, m: report(0.55 + 0.45 * f, f"{b.model_id}: {m}"), cancel=cancel)
+                                progress=lambda f, m: report(0.55 + 0.45 * f, f"{b.model_id}: {m}"), cancel=cancel,
+                                public=public)
     align(map_b, map_a)
     return map_a, map_b
 
@@ -675,9 +684,13 @@ def align(moving: MapData, reference: MapData) -> None:
 
 # -- the table beside the map, and sending clips back to review -------------------------------------
 def points_table(data: MapData, color: str = "cluster", query: str = "", outliers_only: bool = False,
-                 limit: int = 500) -> pd.DataFrame:
-    """The visible points as rows (clip, colour value, caption, tags, status, distance): what the tab lists."""
+                 limit: int = 500, clip_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """The visible points as rows (clip, colour value, caption, tags, status, distance): what the tab lists.
+    `clip_ids`: only those clips, in that order (a selection made on the map)."""
     p = data.points
+    if clip_ids is not None:
+        order = {int(c): i for i, c in enumerate(clip_ids)}
+        p = p[p["clip_id"].isin(order)].sort_values("clip_id", key=lambda c: c.map(order))
     if outliers_only:
         p = p[p["outlier"]]
     if query.strip():
@@ -687,16 +700,17 @@ def points_table(data: MapData, color: str = "cluster", query: str = "", outlier
     if outliers_only or color == "caption_distance":
         p = p.sort_values("caption_distance", ascending=False, na_position="last")
     p = p.head(limit)
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "clip": p["clip_id"].astype(int),
         color: _values(p, color),
         "caption": p["caption"],
         "tags": p["tags"],
-        "status": p["status"],
+        "status": p["status"] if "status" in p else None,
         "distance": p["caption_distance"].astype("float64").round(3),
         "outlier": p["outlier"].map({True: "yes", False: ""}),
         "file": p["name"],
     })
+    return table if "status" in p else table.drop(columns="status")   # a visitor's map: no review status
 
 
 def _values(points: pd.DataFrame, color: str) -> pd.Series:
@@ -781,9 +795,12 @@ def _categories(points: pd.DataFrame, color: str) -> pd.Series:
 
 def _hover(points: pd.DataFrame, color: str) -> tuple[np.ndarray, str]:
     wrap = [("<br>".join(textwrap.wrap(c, 60)) if c else "<i>no caption</i>") for c in points["caption"]]
+    # customdata[0] is the clip id: the page's click bridge (ui/map.py) reads it
+    status = points["status"] if "status" in points else pd.Series("", index=points.index)
     custom = np.column_stack([points["clip_id"].astype(int), wrap, points["tags"].replace("", "—"),
-                              points["status"], _values(points, color), points["name"]])
-    template = ("<b>%{customdata[1]}</b><br>tags: %{customdata[2]}<br>status: %{customdata[3]}"
+                              status, _values(points, color), points["name"]])
+    status_line = "<br>status: %{customdata[3]}" if "status" in points else ""    # never on a visitor's map
+    template = (f"<b>%{{customdata[1]}}</b><br>tags: %{{customdata[2]}}{status_line}"
                 f"<br>{color}: %{{customdata[4]}}<br>clip %{{customdata[0]}} · %{{customdata[5]}}<extra></extra>")
     return custom, template
 

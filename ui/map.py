@@ -1,19 +1,61 @@
 """Map tab: the embedding space as a UMAP scatter you can colour, listen to and send back to review.
 
 Every event calls one function of core.projection; this module only wires them to widgets.
-The plot has no click events in Gradio, so the visible points are also listed in a table:
-selecting a row plays that clip.
+gr.Plot has no click events, so HEAD (added to the page's <head> by app.head_html) bridges Plotly's own
+click and box/lasso selection events to a hidden textbox whose input event plays the clip. The visible
+points are also listed in a table (the fallback): selecting a row plays that clip.
+Visitors (core/published.py) see published captions only, no review status, and cannot send clips to review.
 """
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from core import projection
+from core import projection, published
 from ui.state import AppState
 
 METRICS = ["cosine", "euclidean", "correlation", "manhattan"]
 TABLE_LIMIT = 500
+SELECTION_LISTED = 8          # captions of a box/lasso selection shown under the player
+
+# Plotly's click / selection on #map-plot → "<clip ids>@<nonce>" in the hidden #map-picked box → pick().
+HEAD = """
+<script>
+(() => {
+  if (window.hearsayMapBridge) return;
+  window.hearsayMapBridge = true;
+  // customdata[0] of every map point is its clip id (core/projection._hover)
+  const clipIds = (ev) => [...new Set(((ev && ev.points) || [])
+      .map((p) => p.customdata && p.customdata[0]).filter((v) => v != null).map(String))];
+  function send(ids) {
+    const box = document.querySelector('#map-picked textarea, #map-picked input');
+    if (!box || !ids.length) return;
+    box.value = ids.join(',') + '@' + Date.now();      // the nonce: clicking the same point again still plays
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+  }
+  // Gradio redraws the plot on each update and Plotly then drops its listeners (and makes a new plot.on):
+  // bind again whenever the plot's `on` is not the one we bound.
+  function bind() {
+    const plot = document.querySelector('#map-plot .js-plotly-plot');
+    if (!plot || !plot.on || plot.hearsayOn === plot.on) return;
+    plot.hearsayOn = plot.on;
+    plot.on('plotly_click', (ev) => send(clipIds(ev)));
+    plot.on('plotly_selected', (ev) => send(clipIds(ev)));
+  }
+  new MutationObserver(bind).observe(document.documentElement, {childList: true, subtree: true});
+})();
+</script>
+"""
+
+
+def picked_ids(text: str | None) -> list[int]:
+    """The clip ids the page's bridge wrote ("12,15@1733…"), in order, without repeats."""
+    ids = []
+    for part in (text or "").split("@")[0].split(","):
+        part = part.strip()
+        if part.lstrip("-").isdigit() and int(part) not in ids:
+            ids.append(int(part))
+    return ids
 
 
 def _model_choices(state: AppState) -> list[str]:
@@ -23,14 +65,15 @@ def _model_choices(state: AppState) -> list[str]:
 def build(state: AppState) -> None:
     ws = state.ws
     defaults = projection.ProjectionParams()
-    gr.Markdown("Each dot is a clip, placed by the model's audio embedding (UMAP). Colour it, pick a row below "
-                "to listen, and send clips whose caption sits far from their sound (outliers) back to review.")
+    gr.Markdown("Each dot is a clip, placed by the model's audio embedding (UMAP). **Click a dot to listen**, or "
+                "box/lasso-select dots (plot toolbar) to list them; the table below lists the points too. Editors "
+                "can send clips whose caption sits far from their sound (outliers) back to review.")
     current = gr.State(None)          # the drawn projection.MapData of this session
     with gr.Row():
         model = gr.Dropdown(_model_choices(state), value="active", label="Model", allow_custom_value=True, scale=2)
         # empty until drawn: the first map picks the best field (label when the clips have one);
         # metadata columns join the choices then
-        color = gr.Dropdown(list(projection.BUILTIN_FIELDS), value=None, label="Colour by", scale=2,
+        color = gr.Dropdown([f for f in projection.BUILTIN_FIELDS if f != "status"], value=None, label="Colour by", scale=2,
                             allow_custom_value=True)
         dims = gr.Radio([("2D", 2), ("3D", 3)], value=2, label="Dimensions", scale=1)
         include_text = gr.Checkbox(False, label="Show caption points (text embeddings)", scale=1)
@@ -47,7 +90,8 @@ def build(state: AppState) -> None:
         draw_btn = gr.Button("Draw map", variant="primary")
         stop_btn = gr.Button("Stop", variant="stop")
     note = gr.Markdown()
-    plot = gr.Plot(label="Embedding map")
+    plot = gr.Plot(label="Embedding map", elem_id="map-plot")
+    picked = gr.Textbox(visible="hidden", elem_id="map-picked")   # written by HEAD's bridge, never by hand
     with gr.Row():
         query = gr.Textbox(label="Filter the list (caption, tags, file, colour value)", scale=3)
         outliers_only = gr.Checkbox(False, label="Outliers only", scale=1)
@@ -57,8 +101,9 @@ def build(state: AppState) -> None:
     with gr.Row():
         clip_id = gr.Number(None, precision=0, label="Clip id (Enter to play)", scale=1)
         player = gr.Audio(label="Clip", type="filepath", interactive=False, scale=3)
-    clip_info = gr.Markdown()
-    with gr.Row():
+    clip_info = gr.Markdown(elem_id="map-clip-info")
+    selection = gr.Markdown()
+    with gr.Row(visible=False) as editor_row:          # shown on load to those who may review
         send_one = gr.Button("Send this clip to review")
         send_outliers = gr.Button("Send all outliers to review")
     sent_note = gr.Markdown()
@@ -80,11 +125,17 @@ def build(state: AppState) -> None:
             max_points=int(max_points_ or projection.DEFAULT_MAX_POINTS))
 
     # explicit parameters: Gradio only fills in gr.Progress when it is not behind *args
-    def draw(model_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_, progress=gr.Progress()):
+    def is_public(request) -> bool:
+        """Whether this request gets the visitors' map (published captions, no review status)."""
+        return not published.reads_private(state.role(request))
+
+    def draw(model_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_,
+             request: gr.Request = None, progress=gr.Progress()):
         params = make_params(dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_)
         try:
             data = projection.build_map(ws, model_ or "active", params, outlier_z=float(z_),
-                                        progress=lambda f, m: progress(f, desc=m))
+                                        progress=lambda f, m: progress(f, desc=f"Drawing the map: {m}"),
+                                        public=is_public(request))
         except (ValueError, KeyError, ModuleNotFoundError) as exc:
             raise gr.Error(str(exc)) from exc
         chosen = color_ if color_ in data.fields else data.default_color()
@@ -118,6 +169,21 @@ def build(state: AppState) -> None:
         except KeyError as exc:
             raise gr.Error(f"No clip {cid}") from exc
         return path, _describe(data, cid)
+
+    def pick(data, picked_, color_):
+        """A click or box/lasso selection on the plot: play the first clip, list the selection."""
+        ids = picked_ids(picked_)
+        if not ids:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        path, info = play(data, ids[0])
+        if len(ids) == 1 or data is None:
+            return ids[0], path, info, "", gr.skip()
+        listed = projection.points_table(data, color_ if color_ in data.fields else data.default_color(),
+                                         clip_ids=ids, limit=TABLE_LIMIT)
+        lines = [f"- clip {r.clip}: {r.caption or '*no caption*'}" for r in listed.head(SELECTION_LISTED).itertuples()]
+        more = f"\n\n…and {len(ids) - SELECTION_LISTED} more in the table" if len(ids) > SELECTION_LISTED else ""
+        return (ids[0], path, info, f"**{len(ids)} clips selected** (playing the first; the table lists them):\n"
+                + "\n".join(lines) + more, listed)
 
     def select_row(data, evt: gr.SelectData):
         row = evt.row_value or []
@@ -153,11 +219,13 @@ def build(state: AppState) -> None:
             table_value = gr.skip()
         return data, f"**{report.summary()}**", table_value
 
-    def compare(model_a_, model_b_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_, progress=gr.Progress()):
+    def compare(model_a_, model_b_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_,
+                request: gr.Request = None, progress=gr.Progress()):
         params = make_params(dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_)
         try:
             a, b = projection.compare_maps(ws, model_a_ or "active", model_b_ or "active", params,
-                                           outlier_z=float(z_), progress=lambda f, m: progress(f, desc=m))
+                                           outlier_z=float(z_), public=is_public(request),
+                                           progress=lambda f, m: progress(f, desc=f"Comparing: {m}"))
             fig = projection.compare_figure(a, b, color_ if color_ in a.fields else a.default_color(),
                                             highlight_outliers=highlight_)
         except (ValueError, KeyError, ModuleNotFoundError) as exc:
@@ -170,12 +238,14 @@ def build(state: AppState) -> None:
                 gr.update(choices=choices, value=b_))
 
     draw_event = draw_btn.click(draw, [model, color, highlight, outlier_z, *params_inputs],
-                                [current, plot, note, color, table], api_name="map_draw")
+                                [current, plot, note, color, table], api_name="map_draw", show_progress_on=[plot])
     stop_btn.click(None, None, None, cancels=[draw_event], api_name="map_stop")
     gr.on([color.input, highlight.input], recolor, [current, color, highlight, query, outliers_only],
           [plot, table], api_name="map_recolor")
     gr.on([query.submit, outliers_only.input], filter_points, [current, color, query, outliers_only], [table],
           api_name="map_filter")
+    picked.input(pick, [current, picked, color], [clip_id, player, clip_info, selection, table], api_name="map_pick",
+                 show_progress="hidden")
     table.select(select_row, [current], [clip_id, player, clip_info], api_name="map_select_row")
     clip_id.submit(play, [current, clip_id], [player, clip_info], api_name="map_play")
     send_one.click(send_clip, [current, clip_id, color, query, outliers_only], [current, sent_note, table],
@@ -183,24 +253,30 @@ def build(state: AppState) -> None:
     send_outliers.click(send_all_outliers, [current, color, query, outliers_only], [current, sent_note, table],
                         api_name="map_send_outliers")
     compare_btn.click(compare, [model_a, model_b, color, highlight, outlier_z, *params_inputs],
-                      [compare_plot, compare_note], api_name="map_compare")
+                      [compare_plot, compare_note], api_name="map_compare", show_progress_on=[compare_plot])
+    root = gr.context.Context.root_block
+    if root is not None:     # editors only: visitors never see a button the server would refuse
+        def show_editor_row(request: gr.Request):
+            return gr.update(visible=not is_public(request))
+        root.load(show_editor_row, None, [editor_row], api_name=False)
 
     # First visit to the tab draws the active model's map (cached after the first time).
     tab = gr.context.get_render_context()
     if isinstance(tab, gr.Tab):
         def on_open(data, model_, color_, highlight_, z_, a_, b_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_,
-                    progress=gr.Progress()):
+                    request: gr.Request = None, progress=gr.Progress()):
             updates = refresh_models(model_, a_, b_)
             if data is not None:
                 return (gr.skip(),) * 5 + updates
             try:
                 return draw(model_, color_, highlight_, z_, dims_, include_text_, n_neighbors_, min_dist_, metric_, seed_, max_points_,
-                            progress=progress) + updates
+                            request=request, progress=progress) + updates
             except gr.Error as exc:   # e.g. nothing embedded yet: say so instead of a red toast
                 return (None, None, f"*{exc.message}*", gr.skip(), gr.skip()) + updates
 
         tab.select(on_open, [current, model, color, highlight, outlier_z, model_a, model_b, *params_inputs],
-                   [current, plot, note, color, table, model, model_a, model_b], api_name="map_open")
+                   [current, plot, note, color, table, model, model_a, model_b], api_name="map_open",
+                   show_progress_on=[plot])
 
 
 def _describe(data, clip_id: int) -> str:
@@ -212,7 +288,8 @@ def _describe(data, clip_id: int) -> str:
     r = row.iloc[0]
     distance = "" if pd.isna(r["caption_distance"]) else f" · caption distance {r['caption_distance']:.3f}"
     flag = " · **outlier**" if r["outlier"] else ""
-    return (f"**{r['caption'] or 'no caption'}**  \n{r['tags'] or 'no tags'} · status {r['status']} · "
+    status = f" · status {r['status']}" if "status" in r else ""      # a visitor's map has none
+    return (f"**{r['caption'] or 'no caption'}**  \n{r['tags'] or 'no tags'}{status} · "
             f"{r['name']} {r['start']:.1f}–{r['end']:.1f} s{distance}{flag}")
 
 
