@@ -535,7 +535,7 @@ def test_search_tab_through_gradio_client(tone_ws, app_factory, monkeypatch, tmp
 
     wav = tmp_path / "query.wav"
     sf.write(wav, tone(2.0, 3000, amp=0.1), 16_000)
-    out = client.predict("active", handle_file(str(wav)), *none, api_name="/search_audio")
+    out = client.predict("active", handle_file(str(wav)), *none, api_name="/search_sound")
     assert out[0]["hits"][0]["name"] == "tone3000.wav"
 
     plot, zero = client.predict("active", "200 Hz, 1000 Hz, 3000 Hz", "the sound of {label}", None,
