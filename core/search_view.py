@@ -57,17 +57,16 @@ def example_queries(ws: Workspace, n: int = 8) -> list[str]:
 
 
 def _labels_across_sources(ws: Workspace) -> list[str]:
-    """Recording labels, most frequent first; ties taken in turn from each source (so the demo offers
-    an animal, a tool, an instrument and a digit rather than four animals)."""
-    counts: Counter = Counter()
-    turn: dict[str, int] = {}
-    per_source: Counter = Counter()
+    """Recording labels taken in turn from each source, each source's most frequent first (so the demo
+    offers an animal, a tool, an instrument and a digit rather than four instruments)."""
+    per_source: dict[str, Counter] = {}
     for rec in ws.catalog.recordings():
         label = str(rec.meta.get("label") or "").strip().replace("_", " ")
-        if not label:
-            continue
-        if label not in turn:
-            turn[label] = per_source[rec.source]
-            per_source[rec.source] += 1
-        counts[label] += 1
-    return sorted(counts, key=lambda label: (-counts[label], turn[label]))
+        if label:
+            per_source.setdefault(rec.source, Counter())[label] += 1
+    queues = [[label for label, _ in counts.most_common()]
+              for _, counts in sorted(per_source.items(), key=lambda item: -sum(item[1].values()))]
+    out: list[str] = []
+    for turn in range(max(map(len, queues), default=0)):
+        out += [queue[turn] for queue in queues if turn < len(queue)]
+    return out

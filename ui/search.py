@@ -14,9 +14,10 @@ a gr.Audio output runs ffprobe on every file it is given (10 processes per searc
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 import gradio as gr
@@ -85,17 +86,18 @@ def player_html(path: Path | None) -> str:
 
 
 def card_html(rank: int, hit: search.Hit, wav: Path | None) -> str:
-    """A result's card: title, a score bar (greyed with a "weak match" cue under the floor), its player."""
+    """A result's card: title and a score bar (greyed, with a "weak match" cue, under the floor) beside
+    its player; they wrap onto two lines on a phone."""
     weak = search_view.is_weak(hit.score)
     title = search_view.clip_title(hit.name, hit.meta.get("label"), hit.clip_id)
     width = max(0.0, min(1.0, hit.score)) * 100
     badge = "<span class='hs-weak-badge'>weak match</span>" if weak else ""
-    return (f"<div class='hs-card{' hs-weak' if weak else ''}'>"
+    return (f"<div class='hs-card{' hs-weak' if weak else ''}'><div class='hs-card-info'>"
             f"<div class='hs-card-head'><span class='hs-rank'>{rank}</span>"
             f"<span class='hs-title'>{html.escape(title)}</span>{badge}</div>"
             f"<div class='hs-score' title='score {hit.score:.3f}'><div class='hs-bar'>"
             f"<span style='width:{width:.0f}%'></span></div><span class='hs-num'>{hit.score:.2f}</span></div>"
-            f"{player_html(wav)}</div>")
+            f"</div>{player_html(wav)}</div>")
 
 
 def status_markdown(info: dict) -> str:
@@ -123,18 +125,37 @@ def progress_reporter(progress):
     return report
 
 
-def index_line(info: dict, seen: dict | None, now: float) -> tuple[str, dict]:
-    """The status line above the results while the index fills, and what the next poll compares to
-    (the first count seen and when, for the rate)."""
+def index_line(info: dict, seen: dict | None, now: float) -> tuple[str, dict, bool]:
+    """The status line while the index fills, what the next poll compares to (the first count seen and
+    when, for the rate; the last change, to stop polling an index nobody is filling), and whether to
+    poll again."""
     indexed, clips = info["indexed"], info["clips"]
     if info["current"]:
-        return f"✓ Search covers all **{clips}** clips.", {}
-    seen = seen if seen and seen.get("indexed", indexed) <= indexed else {"indexed": indexed, "at": now}
+        return f"✓ Search covers all **{clips}** clips.", {}, False
+    if not seen or seen["indexed"] > indexed:
+        seen = {"indexed": indexed, "at": now, "last": indexed, "changed": now}
+    if indexed != seen["last"]:
+        seen = {**seen, "last": indexed, "changed": now}
+    polling = now - seen["changed"] < STALLED_SECONDS
     if indexed >= clips:
-        return "⏳ The index is catching up with recent changes…", seen
+        return "⏳ The index is catching up with recent changes…", seen, polling
+    if not polling:
+        return (f"**{indexed}** of **{clips}** clips are indexed; the next search indexes the rest "
+                "(or an editor's **Update index**)."), seen, False
     pace = rate_and_eta(indexed - seen["indexed"], clips - seen["indexed"], now - seen["at"])
     return (f"⏳ Indexing the library for search: **{indexed}** of **{clips}** clips{pace}. "
-            "You can search now: results cover the clips indexed so far."), seen
+            "Searches answer from the clips indexed so far."), seen, True
+
+
+def launch_line(job) -> str | None:
+    """The status line while the app's own indexing on launch runs (ui/state.BackgroundJob), else None."""
+    if job is None or not job.running:
+        return None
+    if not job.total:
+        return "⏳ Preparing the search index…"
+    pace = rate_and_eta(job.done, job.total, time.monotonic() - (job.started or time.monotonic()))
+    return (f"⏳ Indexing the library for search: **{job.done}** of **{job.total}** clips{pace}. "
+            "Searches answer from the clips indexed so far.")
 
 
 def _given(value) -> bool:
@@ -165,7 +186,9 @@ def hit_markdown(rank: int, hit: search.Hit, *, private: bool = True) -> str:
         lines.append(" ".join(f"`{t}`" for t in hit.tags))
     scores = f"model {hit.model_score:.3f}" + ("" if hit.caption_score is None else
                                                 f", caption {hit.caption_score:.3f}")
-    where = f"#{rank} · clip {hit.clip_id} · `{hit.name}` {hit.start:.1f}–{hit.end:.1f} s · {scores}"
+    file = PurePosixPath(hit.name.replace("\\", "/")).name
+    file = re.sub(r"([\\`*_\[\]])", r"\\\1", html.escape(file))        # plain text that wraps on a phone
+    where = f"#{rank} · clip {hit.clip_id} · {file} · {hit.start:.1f}–{hit.end:.1f} s · {scores}"
     lines.append(f"<small>{where}{' · ' + hit.status if private else ''}</small>")
     return "\n\n".join(lines)
 
@@ -206,14 +229,20 @@ def probability_chart(result: search.ZeroShot):
     return fig
 
 
-EXAMPLES = 8                  # example-query chips under the search box
+EXAMPLES = 6                  # example-query chips under the search box
 POLL_SECONDS = 2.0            # the index status line, while the index is filling
+STALLED_SECONDS = 20.0        # polling stops when the count has not moved for this long (nobody is indexing)
 
 HEAD = """<style>
 #search-query textarea, #search-query input { font-size: 1.15rem; padding: .7rem .9rem; }
 #search-go { min-height: 3rem; }
 .hs-status, .hs-status p { font-size: .9rem; color: var(--body-text-color-subdued); }
-.hs-card { display: flex; flex-direction: column; gap: .3rem; padding: .2rem .1rem; }
+.hs-card { display: flex; flex-wrap: wrap; align-items: center; gap: .3rem 1rem; padding: .5rem .75rem .1rem; }
+.hs-card-info { flex: 1 1 220px; min-width: 0; }
+.hs-card audio { flex: 1 1 260px; min-width: 0; height: 2.5rem; }
+.hs-details-row { padding: 0 .75rem .3rem; align-items: center; }
+.hs-details p { margin: .1rem 0; font-size: .9rem; }
+.hs-details code { word-break: break-all; }
 .hs-card-head { display: flex; align-items: baseline; gap: .5rem; flex-wrap: wrap; }
 .hs-rank { color: var(--body-text-color-subdued); font-size: .85rem; }
 .hs-title { font-weight: 600; font-size: 1.05rem; text-transform: capitalize; }
@@ -223,9 +252,8 @@ HEAD = """<style>
 .hs-bar { flex: 1; height: .45rem; border-radius: 999px; background: var(--neutral-200); overflow: hidden; }
 .hs-bar span { display: block; height: 100%; background: var(--color-accent); }
 .hs-weak .hs-bar span { background: var(--neutral-400); }
-.hs-weak .hs-title { color: var(--body-text-color-subdued); }
+.hs-weak .hs-title { font-weight: 500; }
 .hs-num { font-variant-numeric: tabular-nums; font-size: .85rem; min-width: 2.5rem; text-align: right; }
-.hs-result .hs-details p { margin: .1rem 0; }
 </style>"""
 
 
@@ -246,11 +274,10 @@ def build(state: AppState) -> None:
             slots = []
             for i in range(PAGE_SIZE):
                 with gr.Group(visible=False, elem_classes="hs-result") as group:
-                    with gr.Row(equal_height=False):
-                        player = gr.HTML(js_on_load=None, scale=3, min_width=240)
-                        with gr.Column(scale=2, min_width=200):
-                            text = gr.Markdown(elem_classes="hs-details")
-                            more = gr.Button("More like this", size="sm")
+                    player = gr.HTML(js_on_load=None, padding=False)
+                    with gr.Row(equal_height=True, elem_classes="hs-details-row"):
+                        text = gr.Markdown(elem_classes="hs-details")
+                        more = gr.Button("More like this", size="sm", scale=0, min_width=110)
                 slots.append((group, player, text, more))
             with gr.Row():
                 prev_btn = gr.Button("◀ Previous", size="sm")
@@ -430,12 +457,15 @@ def build(state: AppState) -> None:
     def tick(model_v, seen_v):
         """The status line while the index fills (the app indexes the active model at launch); the
         polling stops once the index covers the catalogue."""
+        launching = launch_line(getattr(state, "launch_index", None)) if model_v in (None, "", ACTIVE) else None
+        if launching:
+            return launching, gr.Timer(active=True), {}
         try:
             info = index.status(ws, embedder_for(state, model_v, caller_role(), searching=False))
         except (gr.Error, index.IndexUnavailable) as exc:
             return f"Search is not ready: {exc}", gr.Timer(active=False), {}
-        line, seen_v = index_line(info, seen_v, time.monotonic())
-        return line, gr.Timer(active=not info["current"]), seen_v
+        line, seen_v, polling = index_line(info, seen_v, time.monotonic())
+        return line, gr.Timer(active=polling), seen_v
 
     def on_load(model_v, request: gr.Request):
         """What this visitor may use (review statuses and index writes only for the team), the
