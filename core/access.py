@@ -72,7 +72,6 @@ PERMISSIONS: dict[str, str] = {
     "search_update_index": ANNOTATOR, "search_cancel_index": ANNOTATOR,
     "search_rebuild_index": ADMIN,
     "search_example": VISITOR,                                  # an example-query chip (a text search)
-    "search_example": VISITOR,                                  # an example-query chip (a text search)
     # Map
     "map_draw": VISITOR, "map_recolor": VISITOR, "map_filter": VISITOR, "map_select_row": VISITOR,
     "map_play": VISITOR, "map_compare": VISITOR, "map_open": VISITOR, "map_pick": VISITOR,
@@ -105,8 +104,6 @@ PAGE_EVENTS: dict[str, str] = {
     "ui.review:build.<locals>.history_toggle.<locals>.handler": ANNOTATOR,
     "ui.train:build.<locals>.tick": ANNOTATOR,              # the live-curves timer
     "ui.train:build.<locals>.<lambda>": ANNOTATOR,          # data summary, page load
-    "ui.search:build.<locals>.tick": VISITOR,               # the index status line (timer, after a search)
-    "ui.search:build.<locals>.on_load": VISITOR,            # page load: chips, models, what the role may use
     "ui.search:build.<locals>.tick": VISITOR,               # the index status line (timer, after a search)
     "ui.search:build.<locals>.on_load": VISITOR,            # page load: chips, models, what the role may use
 }
