@@ -138,12 +138,12 @@ def index_line(info: dict, seen: dict | None, now: float) -> tuple[str, dict, bo
         seen = {**seen, "last": indexed, "changed": now}
     polling = now - seen["changed"] < STALLED_SECONDS
     if indexed >= clips:
-        return "⏳ The index is catching up with recent changes…", seen, polling
+        return "The index is catching up with recent changes…", seen, polling
     if not polling:
         return (f"**{indexed}** of **{clips}** clips are indexed; the next search indexes the rest "
                 "(or an editor's **Update index**)."), seen, False
     pace = rate_and_eta(indexed - seen["indexed"], clips - seen["indexed"], now - seen["at"])
-    return (f"⏳ Indexing the library for search: **{indexed}** of **{clips}** clips{pace}. "
+    return (f"Indexing the library for search: **{indexed}** of **{clips}** clips{pace}. "
             "Searches answer from the clips indexed so far."), seen, True
 
 
@@ -152,9 +152,9 @@ def launch_line(job) -> str | None:
     if job is None or not job.running:
         return None
     if not job.total:
-        return "⏳ Preparing the search index…"
+        return "Preparing the search index…"
     pace = rate_and_eta(job.done, job.total, time.monotonic() - (job.started or time.monotonic()))
-    return (f"⏳ Indexing the library for search: **{job.done}** of **{job.total}** clips{pace}. "
+    return (f"Indexing the library for search: **{job.done}** of **{job.total}** clips{pace}. "
             "Searches answer from the clips indexed so far.")
 
 
@@ -229,6 +229,8 @@ def probability_chart(result: search.ZeroShot):
     return fig
 
 
+INTRO = ("Describe a sound in words, or search with a recording of one: the closest clips come first, "
+         "and matches under the relevance floor are marked *weak*.")
 EXAMPLES = 6                  # example-query chips under the search box
 POLL_SECONDS = 2.0            # the index status line, while the index is filling
 STALLED_SECONDS = 20.0        # polling stops when the count has not moved for this long (nobody is indexing)
@@ -269,8 +271,8 @@ def build(state: AppState) -> None:
                                    label="Describe a sound")
                 text_btn = gr.Button("Search", variant="primary", scale=1, min_width=80, elem_id="search-go")
             examples = gr.Dataset(components=[query], samples=[[q] for q in search_view.example_queries(ws, EXAMPLES)],
-                                  label="Try", layout="gallery", samples_per_page=EXAMPLES, elem_id="search-examples")
-            summary = gr.Markdown(elem_id="search-summary")
+                                  label="Try one of these", layout="gallery", samples_per_page=EXAMPLES, elem_id="search-examples")
+            summary = gr.Markdown(INTRO, elem_id="search-summary")
             slots = []
             for i in range(PAGE_SIZE):
                 with gr.Group(visible=False, elem_classes="hs-result") as group:
@@ -280,8 +282,8 @@ def build(state: AppState) -> None:
                         more = gr.Button("More like this", size="sm", scale=0, min_width=110)
                 slots.append((group, player, text, more))
             with gr.Row():
-                prev_btn = gr.Button("◀ Previous", size="sm")
-                next_btn = gr.Button("Next ▶", size="sm")
+                prev_btn = gr.Button("◀ Previous", size="sm", visible=False)
+                next_btn = gr.Button("Next ▶", size="sm", visible=False)
         with gr.Column(scale=1, min_width=260):
             sound = gr.Audio(label="…or search with a sound", sources=["upload", "microphone"], type="filepath")
             audio_btn = gr.Button("Find similar sounds")
@@ -324,6 +326,7 @@ def build(state: AppState) -> None:
     poll = gr.Timer(POLL_SECONDS, active=False)
 
     filter_inputs = [f_status, f_source, f_tags, f_min, f_max, f_rec, f_w0, f_w1]
+    number_boxes = [clip_id, f_min, f_max, f_rec, f_w0, f_w1]   # sent empty on load: Gradio draws None as 0
     # the clip a "more like this" started from becomes the selected clip (ready for Classify)
     page_outputs = [results, summary, last_query, shown_ids] + [c for s in slots for c in s[:3]] + [clip_id]
     one_bar = dict(show_progress="minimal", show_progress_on=[summary])    # one progress bar, not one per card
@@ -467,6 +470,13 @@ def build(state: AppState) -> None:
         line, seen_v, polling = index_line(info, seen_v, time.monotonic())
         return line, gr.Timer(active=polling), seen_v
 
+    def after_search(model_v, seen_v, page_v):
+        """After a search: the status line (its catch-up may have filled the index) and the page
+        buttons that lead somewhere."""
+        page_v = page_v or {}
+        return (*tick(model_v, seen_v), gr.update(visible=int(page_v.get("offset") or 0) > 0),
+                gr.update(visible=bool(page_v.get("has_more"))))
+
     def on_load(model_v, request: gr.Request):
         """What this visitor may use (review statuses and index writes only for the team), the
         models and example queries as they are now, and the index status line."""
@@ -476,26 +486,28 @@ def build(state: AppState) -> None:
         return (gr.update(visible=team), gr.update(visible=team), gr.update(visible=admin),
                 gr.update(visible=team), gr.update(choices=model_choices(state)),
                 gr.Dataset(samples=[[q] for q in search_view.example_queries(ws, EXAMPLES)]),
-                line, timer, seen_v)
+                line, timer, seen_v, *[None] * len(number_boxes))
 
     search_inputs = [model, query, hybrid] + filter_inputs
-    status_after = dict(fn=tick, inputs=[model, seen], outputs=[index_info, poll, seen], api_name=False,
-                        show_progress="hidden")
-    text_btn.click(do_text, search_inputs, page_outputs, api_name="search_text", **one_bar).then(**status_after)
+    after = dict(fn=after_search, inputs=[model, seen, results], outputs=[index_info, poll, seen, prev_btn, next_btn],
+                 api_name=False, show_progress="hidden")
+    text_btn.click(do_text, search_inputs, page_outputs, api_name="search_text", **one_bar).then(**after)
     query.submit(do_text, search_inputs, page_outputs, api_name="search_text_submit", api_visibility="undocumented",
-                 **one_bar).then(**status_after)
+                 **one_bar).then(**after)
     examples.click(do_example, [examples, model, hybrid] + filter_inputs, [query] + page_outputs,
-                   api_name="search_example", api_visibility="undocumented", **one_bar).then(**status_after)
-    audio_btn.click(do_audio, [model, sound] + filter_inputs, page_outputs, api_name="search_sound", **one_bar)
+                   api_name="search_example", api_visibility="undocumented", **one_bar).then(**after)
+    audio_btn.click(do_audio, [model, sound] + filter_inputs, page_outputs, api_name="search_sound",
+                    **one_bar).then(**after)
     like_btn.click(do_like, [model, clip_id, hybrid] + filter_inputs, page_outputs, api_name="search_more_like_this",
-                   **one_bar)
+                   **one_bar).then(**after)
     prev_btn.click(turn(-PAGE_SIZE), [last_query, model, hybrid] + filter_inputs, page_outputs,
-                   api_name="search_prev_page", **one_bar)
+                   api_name="search_prev_page", **one_bar).then(**after)
     next_btn.click(turn(PAGE_SIZE), [last_query, model, hybrid] + filter_inputs, page_outputs,
-                   api_name="search_next_page", **one_bar)
+                   api_name="search_next_page", **one_bar).then(**after)
     for i, (_, _, _, more) in enumerate(slots):
         more.click(slot_like(i), [shown_ids, model, hybrid] + filter_inputs, page_outputs,
-                   api_name=f"search_more_like_result_{i + 1}", api_visibility="undocumented", **one_bar)
+                   api_name=f"search_more_like_result_{i + 1}", api_visibility="undocumented",
+                   **one_bar).then(**after)
     classify_btn.click(do_classify, [model, labels, templates, clip_id, sound], [chart, zero_json],
                        api_name="search_classify", show_progress_on=[chart])
     check_btn.click(do_status, [model], [index_info], api_name="search_index_status")
@@ -507,4 +519,4 @@ def build(state: AppState) -> None:
     root = gr.context.Context.root_block
     if root is not None:
         root.load(on_load, [model], [f_status, update_btn, rebuild_btn, cancel_btn, model, examples,
-                                     index_info, poll, seen], api_name=False, show_progress="hidden")
+                                     index_info, poll, seen, *number_boxes], api_name=False, show_progress="hidden")

@@ -57,3 +57,44 @@ def test_search_page_on_the_demo(browser, page_at, shot, demo_workspace, app_fac
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1          # no sideways scrolling
     shot(phone, "search-phone-results", full_page=False)
     shot(phone, "search-phone-full")
+
+
+def test_visitors_see_no_review_status_and_no_index_buttons(browser, page_at, shot, demo_workspace,
+                                                            auth_app_factory):
+    from core.access import AccessPolicy, parse_users
+    from ui.state import AppState
+    url = auth_app_factory(AppState(demo_workspace),
+                           AccessPolicy(parse_users("ann:pw-admin:admin"), visitor_mode=True))
+    page = open_search(page_at, url)
+    search_for(page, "glass breaking")
+    assert page.locator(".hs-card audio").count() >= 1
+    details = page.locator(".hs-details").first.inner_text()
+    assert "glass" in details.lower() and "pending" not in details
+    page.get_by_text("Advanced: model, index").click()
+    page.get_by_text("Filters", exact=True).click()
+    page.get_by_label("Source").wait_for(state="visible")
+    assert not page.get_by_text("Review status").is_visible()
+    for name in ("Update index", "Rebuild", "Cancel"):
+        assert not page.get_by_role("button", name=name, exact=True).is_visible(), name
+    assert page.get_by_role("button", name="Check index").is_visible()
+    shot(page, "search-visitor-advanced")
+
+
+def test_the_status_line_follows_the_indexing_started_on_launch(browser, page_at, shot, demo_workspace,
+                                                                app_factory):
+    """The app indexes the active model when it starts (app.index_active_model fills state.launch_index);
+    the page says how far it has got, and updates by itself, instead of the first query waiting silently."""
+    from ui.state import AppState
+    state = AppState(demo_workspace)
+    url = app_factory(state)
+    job = state.launch_index
+    job.start()
+    job.advance(20, 82)
+    page = open_search(page_at, url)
+    status = page.locator("#search-status")
+    status.get_by_text(re.compile(r"Indexing the library for search: 20 of 82 clips")).wait_for(timeout=15_000)
+    job.advance(60, 82)
+    status.get_by_text(re.compile(r"60 of 82 clips · [\d.]+ clips/s · about \d+ s left")).wait_for(timeout=15_000)
+    shot(page, "search-status-indexing", full_page=False)
+    job.finish("indexed")                                  # the demo workspace's index is complete
+    status.get_by_text("Search covers all").wait_for(timeout=15_000)
