@@ -863,7 +863,9 @@ def _traces(data: MapData, color: str, highlight_outliers: bool, selected: int |
 
 def _layout(fig: "go.Figure", title: str, height: int) -> None:
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
-                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(itemsizing="constant"),
+                      margin=dict(l=10, r=10, t=50, b=10),
+                      # legend below the plot: on a phone a side legend takes half the map's width
+                      legend=dict(itemsizing="constant", orientation="h", yanchor="top", y=-0.02, x=0),
                       template="plotly_white", hoverlabel=dict(align="left"))
     fig.update_xaxes(showticklabels=False, title=None, zeroline=False)
     fig.update_yaxes(showticklabels=False, title=None, zeroline=False)

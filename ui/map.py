@@ -2,7 +2,7 @@
 
 Every event calls one function of core.projection; this module only wires them to widgets.
 gr.Plot has no click events, so HEAD (added to the page's <head> by app.head_html) bridges Plotly's own
-click and box/lasso selection events to a hidden textbox whose input event plays the clip. The visible
+click and box/lasso selection events to a hidden textbox whose change event plays the clip. The visible
 points are also listed in a table (the fallback): selecting a row plays that clip.
 Visitors (core/published.py) see published captions only, no review status, and cannot send clips to review.
 """
@@ -31,6 +31,8 @@ HEAD = """
     const box = document.querySelector('#map-picked textarea, #map-picked input');
     if (!box || !ids.length) return;
     box.value = ids.join(',') + '@' + Date.now();      // the nonce: clicking the same point again still plays
+    // the DOM input event updates Gradio's value, which fires the box's change event (Gradio's own
+    // "input" event only follows key presses)
     box.dispatchEvent(new Event('input', {bubbles: true}));
   }
   // Gradio redraws the plot on each update and Plotly then drops its listeners (and makes a new plot.on):
@@ -92,17 +94,18 @@ def build(state: AppState) -> None:
     note = gr.Markdown()
     plot = gr.Plot(label="Embedding map", elem_id="map-plot")
     picked = gr.Textbox(visible="hidden", elem_id="map-picked")   # written by HEAD's bridge, never by hand
+    # what a click plays sits right under the map (the table below is the fallback)
+    with gr.Row():
+        clip_id = gr.Number(None, precision=0, label="Clip id (Enter to play)", scale=1, elem_id="map-clip-id")
+        player = gr.Audio(label="Clip", type="filepath", interactive=False, scale=3, elem_id="map-player")
+    clip_info = gr.Markdown(elem_id="map-clip-info")
+    selection = gr.Markdown()
     with gr.Row():
         query = gr.Textbox(label="Filter the list (caption, tags, file, colour value)", scale=3)
         outliers_only = gr.Checkbox(False, label="Outliers only", scale=1)
     table = gr.Dataframe(label="Visible points — select a row to listen", interactive=False, wrap=True,
                          max_height=360,
                          column_widths=["60px", "130px", "34%", "18%", "80px", "80px", "70px", "16%"])
-    with gr.Row():
-        clip_id = gr.Number(None, precision=0, label="Clip id (Enter to play)", scale=1)
-        player = gr.Audio(label="Clip", type="filepath", interactive=False, scale=3)
-    clip_info = gr.Markdown(elem_id="map-clip-info")
-    selection = gr.Markdown()
     with gr.Row(visible=False) as editor_row:          # shown on load to those who may review
         send_one = gr.Button("Send this clip to review")
         send_outliers = gr.Button("Send all outliers to review")
@@ -244,7 +247,7 @@ def build(state: AppState) -> None:
           [plot, table], api_name="map_recolor")
     gr.on([query.submit, outliers_only.input], filter_points, [current, color, query, outliers_only], [table],
           api_name="map_filter")
-    picked.input(pick, [current, picked, color], [clip_id, player, clip_info, selection, table], api_name="map_pick",
+    picked.change(pick, [current, picked, color], [clip_id, player, clip_info, selection, table], api_name="map_pick",
                  show_progress="hidden")
     table.select(select_row, [current], [clip_id, player, clip_info], api_name="map_select_row")
     clip_id.submit(play, [current, clip_id], [player, clip_info], api_name="map_play")
