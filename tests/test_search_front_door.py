@@ -86,6 +86,11 @@ def test_the_index_status_line_counts_rate_and_time_left_then_stops():
     assert "**30** of **82**" in line and "10.0 clips/s" in line and "about 5 s left" in line and polling
     line, seen, polling = index_line({**info, "indexed": 30}, seen, now=102.0 + STALLED_SECONDS + 1)
     assert not polling and "next search" in line                   # nobody is indexing: stop polling
+    behind = {**info, "indexed": 82}                               # all indexed, but the catalogue moved since
+    line, seen2, polling = index_line(behind, {}, now=0.0)
+    assert "catching up" in line and polling
+    line, _, polling = index_line(behind, seen2, now=STALLED_SECONDS + 1)
+    assert "next search brings it up to date" in line and not polling
     line, seen, polling = index_line({**info, "indexed": 82, "current": True}, seen, now=200.0)
     assert "covers all **82** clips" in line and not polling and seen == {}
 
@@ -108,8 +113,8 @@ def test_one_progress_text_with_counts_rate_and_eta(monkeypatch):
     report = ui.search.progress_reporter(lambda value, desc=None, unit=None: calls.append((value, desc, unit)))
     report(0, 40, "Embedding")
     report(10, 40, "Embedding")
-    assert calls[0] == ((0, 40), "Embedding: 0 of 40 clips", "clips")
-    assert calls[1][1] == "Embedding: 10 of 40 clips · 2.5 clips/s · about 12 s left"
+    assert calls[0] == ((0, 40), "Embedding", "clips")                 # Gradio adds "0/40 clips"
+    assert calls[1][1] == "Embedding · 2.5 clips/s · about 12 s left"
 
 
 def test_visitors_never_see_review_statuses(tone_ws, auth_app_factory, monkeypatch):

@@ -120,7 +120,7 @@ def progress_reporter(progress):
     started = time.monotonic()
 
     def report(done: int, total: int, message: str) -> None:
-        text = f"{message}: {done} of {total} clips{rate_and_eta(done, total, time.monotonic() - started)}"
+        text = f"{message}{rate_and_eta(done, total, time.monotonic() - started)}"      # Gradio shows done/total
         progress((done, max(total, 1)), desc=text, unit="clips")
     return report
 
@@ -138,7 +138,9 @@ def index_line(info: dict, seen: dict | None, now: float) -> tuple[str, dict, bo
         seen = {**seen, "last": indexed, "changed": now}
     polling = now - seen["changed"] < STALLED_SECONDS
     if indexed >= clips:
-        return "The index is catching up with recent changes…", seen, polling
+        if polling:
+            return "The index is catching up with recent changes…", seen, True
+        return "The index is a little behind recent changes; the next search brings it up to date.", seen, False
     if not polling:
         return (f"**{indexed}** of **{clips}** clips are indexed; the next search indexes the rest "
                 "(or an editor's **Update index**)."), seen, False
@@ -238,6 +240,7 @@ STALLED_SECONDS = 20.0        # polling stops when the count has not moved for t
 HEAD = """<style>
 #search-query textarea, #search-query input { font-size: 1.15rem; padding: .7rem .9rem; }
 #search-go { min-height: 3rem; }
+#search-status [data-testid="status-tracker"] { display: none !important; }  /* polled quietly (Gradio 6 ignores show_progress="hidden") */
 .hs-status, .hs-status p { font-size: .9rem; color: var(--body-text-color-subdued); }
 .hs-card { display: flex; flex-wrap: wrap; align-items: center; gap: .3rem 1rem; padding: .5rem .75rem .1rem; }
 .hs-card-info { flex: 1 1 220px; min-width: 0; }
@@ -272,7 +275,8 @@ def build(state: AppState) -> None:
                 text_btn = gr.Button("Search", variant="primary", scale=1, min_width=80, elem_id="search-go")
             examples = gr.Dataset(components=[query], samples=[[q] for q in search_view.example_queries(ws, EXAMPLES)],
                                   label="Try one of these", layout="gallery", samples_per_page=EXAMPLES, elem_id="search-examples")
-            summary = gr.Markdown(INTRO, elem_id="search-summary")
+            intro = gr.Markdown(INTRO, elem_id="search-intro")
+            summary = gr.Markdown("", elem_id="search-summary", min_height=48)   # room for the progress bar
             slots = []
             for i in range(PAGE_SIZE):
                 with gr.Group(visible=False, elem_classes="hs-result") as group:
@@ -329,7 +333,7 @@ def build(state: AppState) -> None:
     number_boxes = [clip_id, f_min, f_max, f_rec, f_w0, f_w1]   # sent empty on load: Gradio draws None as 0
     # the clip a "more like this" started from becomes the selected clip (ready for Classify)
     page_outputs = [results, summary, last_query, shown_ids] + [c for s in slots for c in s[:3]] + [clip_id]
-    one_bar = dict(show_progress="minimal", show_progress_on=[summary])    # one progress bar, not one per card
+    one_bar = dict(show_progress="full", show_progress_on=[summary])    # one progress bar, not one per card
 
     def catch_up(embedder, progress) -> str:
         """Index what changed since the last search (new clips only when few) before answering."""
@@ -471,11 +475,11 @@ def build(state: AppState) -> None:
         return line, gr.Timer(active=polling), seen_v
 
     def after_search(model_v, seen_v, page_v):
-        """After a search: the status line (its catch-up may have filled the index) and the page
-        buttons that lead somewhere."""
+        """After a search: the status line (its catch-up may have filled the index), the page buttons
+        that lead somewhere, and no more introduction."""
         page_v = page_v or {}
         return (*tick(model_v, seen_v), gr.update(visible=int(page_v.get("offset") or 0) > 0),
-                gr.update(visible=bool(page_v.get("has_more"))))
+                gr.update(visible=bool(page_v.get("has_more"))), gr.update(visible=False))
 
     def on_load(model_v, request: gr.Request):
         """What this visitor may use (review statuses and index writes only for the team), the
@@ -489,7 +493,8 @@ def build(state: AppState) -> None:
                 line, timer, seen_v, *[None] * len(number_boxes))
 
     search_inputs = [model, query, hybrid] + filter_inputs
-    after = dict(fn=after_search, inputs=[model, seen, results], outputs=[index_info, poll, seen, prev_btn, next_btn],
+    after = dict(fn=after_search, inputs=[model, seen, results],
+                 outputs=[index_info, poll, seen, prev_btn, next_btn, intro],
                  api_name=False, show_progress="hidden")
     text_btn.click(do_text, search_inputs, page_outputs, api_name="search_text", **one_bar).then(**after)
     query.submit(do_text, search_inputs, page_outputs, api_name="search_text_submit", api_visibility="undocumented",
@@ -511,9 +516,10 @@ def build(state: AppState) -> None:
     classify_btn.click(do_classify, [model, labels, templates, clip_id, sound], [chart, zero_json],
                        api_name="search_classify", show_progress_on=[chart])
     check_btn.click(do_status, [model], [index_info], api_name="search_index_status")
-    model.change(do_status, [model], [index_info], api_name="search_model_changed", api_visibility="undocumented")
-    update_btn.click(do_index(False), [model], [index_info], api_name="search_update_index")
-    rebuild_btn.click(do_index(True), [model], [index_info], api_name="search_rebuild_index")
+    model.change(do_status, [model], [index_info], api_name="search_model_changed", api_visibility="undocumented",
+                 show_progress="hidden")
+    update_btn.click(do_index(False), [model], [index_info], api_name="search_update_index", **one_bar)
+    rebuild_btn.click(do_index(True), [model], [index_info], api_name="search_rebuild_index", **one_bar)
     cancel_btn.click(do_cancel, None, [index_info], api_name="search_cancel_index")
     poll.tick(tick, [model, seen], [index_info, poll, seen], api_name=False, show_progress="hidden")
     root = gr.context.Context.root_block
