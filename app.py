@@ -202,8 +202,6 @@ def main(argv: list[str] | None = None) -> None:
     if on_spaces:
         install_nodeps_wheels()
     state = open_workspace(args.workspace)
-    # demo clips into an empty workspace, then the index, while the page already opens
-    seed_in_background(state, seed=state.settings.seed_demo and not args.no_seed)
     demo = build_app(state)
     policy = demo.hearsay_policy
     log.info("starting", extra={"workspace": str(state.ws.root), "users": len(policy.users),
@@ -220,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         raise SystemExit(port_problem(args.host, args.port) or f"hearsay: {exc}") from None
     guard.after_launch(demo, policy)
+    # Then the demo clips into an empty workspace, and the index: the page is already open (started
+    # before launch, this work slowed the server enough on a busy machine for Gradio's own check to fail).
+    seed_in_background(state, seed=state.settings.seed_demo and not args.no_seed)
     demo.block_thread()
 
 
