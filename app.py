@@ -80,7 +80,7 @@ def build_app(state: AppState | None = None, policy: access.AccessPolicy | None 
 
 def head_html() -> str:
     """Extra <head> content the tabs ask for (e.g. the Review tab's keyboard shortcuts)."""
-    parts = []
+    parts = [guard.HEAD]
     for _, module_name, _ in TABS:
         try:
             parts.append(getattr(importlib.import_module(module_name), "HEAD", ""))

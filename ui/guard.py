@@ -268,6 +268,11 @@ def tab_visible_at_start(policy: AccessPolicy, tab_id: str) -> bool:
     return not policy.enabled or all(tab_id not in hidden for hidden in access.HIDDEN_TABS.values())
 
 
+# The banner looks like one: a tinted strip above the tabs (app.head_html adds this to the page).
+HEAD = """<style>#access-bar{background:var(--color-accent-soft);border:1px solid var(--border-color-accent-subdued);
+border-radius:var(--radius-lg)}#access-bar p{margin:0}</style>"""
+
+
 def access_banner(policy: AccessPolicy) -> gr.Markdown | None:
     """Call inside the Blocks, above the tabs: the line saying who you are (filled on page load)."""
     if not policy.enabled:
@@ -279,7 +284,7 @@ def banner_text(policy: AccessPolicy, user: str | None, role: str) -> str:
     """What the banner says to this person: a visitor learns what the demo offers, and how editors sign
     in only when someone can (users configured)."""
     if user is None:
-        line = ("👋 You are browsing as a **visitor**: this demo is read-only. Search sounds by description or "
+        line = ("You are browsing as a **visitor**: this demo is read-only. Search sounds by description or "
                 "by example, explore the map, browse and listen to the library, and see evaluation results.")
         return line + (" Editors: **[Sign in](login)**." if policy.login else "")
     return f"Signed in as **{user}** ({role}) · [Sign out](logout)"
