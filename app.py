@@ -30,6 +30,7 @@ import gradio as gr  # noqa: E402
 from core import access  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from ui import guard  # noqa: E402
+from ui.api import ServerNotAnswering  # noqa: E402
 from ui.state import AppState  # noqa: E402
 
 log = logging.getLogger("hearsay.app")
@@ -217,9 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         if "port" not in str(exc).lower():
             raise
         raise SystemExit(port_problem(args.host, args.port) or f"hearsay: {exc}") from None
+    except ServerNotAnswering as exc:
+        raise SystemExit(f"hearsay: {exc}") from None
     guard.after_launch(demo, policy)
     # Then the demo clips into an empty workspace, and the index: the page is already open (started
-    # before launch, this work slowed the server enough on a busy machine for Gradio's own check to fail).
+    # before launch, this work slowed the server's first answers on a busy machine).
     seed_in_background(state, seed=state.settings.seed_demo and not args.no_seed)
     demo.block_thread()
 

@@ -2,6 +2,7 @@
 for it, and what it is doing is readable (`state.launch_index`) for the Search tab's status line."""
 from __future__ import annotations
 
+import pytest
 import soundfile as sf
 
 from tests.conftest import tone
@@ -42,3 +43,33 @@ def test_the_job_reads_as_one_status_line():
     assert job.describe() == "Indexing 40 of 82 clips…"
     job.finish("no model yet", failed=True)
     assert not job.running and job.state == "failed" and job.finished.is_set() and job.describe() == "no model yet"
+
+
+def test_a_slow_first_answer_does_not_stop_the_launch(settings, monkeypatch):
+    """Gradio's own localhost check gives the server one 3-second try; on a busy machine (CI, a
+    training run) that failed the launch. Simulate a check that never succeeds: the app still starts,
+    waiting for its server itself."""
+    import gradio.networking
+    import httpx
+    from app import build_app
+    from tests.conftest import free_port
+    from ui.state import AppState
+
+    monkeypatch.setattr(gradio.networking, "url_ok", lambda url: False)
+    demo = build_app(AppState(settings))
+    demo.queue()
+    port = free_port()
+    try:
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        assert httpx.get(f"http://127.0.0.1:{port}/config", timeout=30).status_code == 200
+    finally:
+        demo.close()
+
+
+def test_a_server_that_never_answers_is_named():
+    from tests.conftest import free_port
+    from ui.api import wait_until_served
+
+    url = f"http://127.0.0.1:{free_port()}/"
+    with pytest.raises(RuntimeError, match=f"does not answer at {url}"):
+        wait_until_served(url, timeout=0.5)

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from pathlib import Path
 
 import gradio as gr
+import httpx
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 from gradio.data_classes import FileData
@@ -237,14 +239,46 @@ def add_audio_route(app, state: AppState, policy: access.AccessPolicy | None) ->
     app.add_api_route(AUDIO_ROUTE + "/{name}", clip_audio, methods=["GET"], include_in_schema=False)
 
 
+class ServerNotAnswering(RuntimeError):
+    """The server was started but its address never answered."""
+
+
+def wait_until_served(url: str, timeout: float = 60.0) -> None:
+    """Wait for the server to answer on `url`, or raise naming the address.
+
+    Gradio's own check after launch gives localhost a single 3-second try and then refuses to start
+    ("a shareable link must be created"): on a busy 2-core machine (a training run, a CI suite) the
+    first answer can take longer. We skip that check and wait here instead, patiently, and never
+    through a proxy from the environment (localhost is never behind one)."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        while True:
+            try:
+                if http.head(url).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerNotAnswering(f"The server started but does not answer at {url}.")
+            time.sleep(0.25)
+
+
 def serve_clip_audio(demo: gr.Blocks, state: AppState) -> None:
-    """Add the audio route whenever this Blocks launches (the server app only exists from then on)."""
+    """Add the audio route whenever this Blocks launches (the server app only exists from then on),
+    and wait for the server ourselves (see wait_until_served) rather than through Gradio's check."""
     launch = demo.launch
 
     @functools.wraps(launch)
     def launch_with_audio(*args, **kwargs):
         wait = not kwargs.get("prevent_thread_lock", False)
-        result = launch(*args, **{**kwargs, "prevent_thread_lock": True})
+        patient = not kwargs.get("share")
+        result = launch(*args, **{**kwargs, "prevent_thread_lock": True, "_frontend": not patient})
+        if patient:
+            try:
+                wait_until_served(demo.local_url)
+            except ServerNotAnswering:
+                demo.close()
+                raise
         add_audio_route(demo.server_app, state, getattr(demo, "hearsay_policy", None))
         if wait:
             demo.block_thread()
