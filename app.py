@@ -48,6 +48,14 @@ TABS = [
 ]
 
 
+def blank_empty_number_boxes(demo: gr.Blocks) -> None:
+    """Gradio 6's page draws a Number whose value is None as "0" (an id box would claim clip 0), and its
+    placeholder only shows once the value is sent as empty: send None to every such box on page load."""
+    boxes = [b for b in demo.blocks.values() if isinstance(b, gr.Number) and b.value is None]
+    if boxes:
+        demo.load(lambda: [None] * len(boxes), None, boxes, api_name=False, show_progress="hidden", queue=False)
+
+
 def build_app(state: AppState | None = None, policy: access.AccessPolicy | None = None) -> gr.Blocks:
     """The app, with every event's role checked on the server (ui/guard.py; see `demo.hearsay_protection`)."""
     state = state or AppState()
@@ -73,6 +81,7 @@ def build_app(state: AppState | None = None, policy: access.AccessPolicy | None 
                         continue
                     module.build(state)
         guard.access_bar(policy, tabs, banner)
+        blank_empty_number_boxes(demo)
     demo.hearsay_policy = policy
     demo.hearsay_limits = guard.VisitorLimits.from_settings(state.settings)
     demo.hearsay_protection = guard.protect(demo, policy)

@@ -99,3 +99,18 @@ def test_the_id_box_starts_empty(settings):
     demo = build_app(AppState(settings))
     box = next(b for b in demo.blocks.values() if getattr(b, "label", "") == "Selected clip (click a row, or type an id)")
     assert box.value in ("", None)
+
+
+def test_no_empty_number_box_shows_a_made_up_zero(settings):
+    """Gradio draws an empty Number as "0" unless it has a placeholder: an id box would claim clip 0."""
+    import gradio as gr
+    from app import build_app
+    from ui.state import AppState
+    demo = build_app(AppState(settings))
+    empty = [b for b in demo.blocks.values() if isinstance(b, gr.Number) and b.value is None]
+    assert len(empty) >= 7                      # every id box of every tab, and the search filters
+    assert [b.label for b in empty if not b.placeholder] == []
+    # the page draws None as 0 until the value is sent empty: a page-load event does that for every box
+    on_load = [set(d["outputs"]) for d in demo.config["dependencies"]
+               if any(t[1] == "load" for t in d["targets"])]
+    assert any({b._id for b in empty} <= outputs for outputs in on_load)

@@ -79,7 +79,8 @@ def build(state: AppState) -> None:
                 refresh_btn = gr.Button("Refresh", size="sm")
     with gr.Row():
         with gr.Column(scale=1):
-            selected = gr.Number(label="Selected clip (click a row, or type an id)", precision=0, value=None)
+            selected = gr.Number(label="Selected clip (click a row, or type an id)", precision=0, value=None,
+                                 placeholder="none selected")
             player = gr.Audio(label="Clip", type="filepath", interactive=False)
             recaption_btn = gr.Button("Re-caption this clip with the teacher and prompt above")
         with gr.Column(scale=2):

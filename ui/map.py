@@ -96,7 +96,8 @@ def build(state: AppState) -> None:
     picked = gr.Textbox(visible="hidden", elem_id="map-picked")   # written by HEAD's bridge, never by hand
     # what a click plays sits right under the map (the table below is the fallback)
     with gr.Row():
-        clip_id = gr.Number(None, precision=0, label="Clip id (Enter to play)", scale=1, elem_id="map-clip-id")
+        clip_id = gr.Number(None, precision=0, label="Clip id (Enter to play)", scale=1, elem_id="map-clip-id",
+                            placeholder="click a dot, or type an id")
         player = gr.Audio(label="Clip", type="filepath", interactive=False, scale=3, elem_id="map-player")
     clip_info = gr.Markdown(elem_id="map-clip-info")
     selection = gr.Markdown()

@@ -356,9 +356,9 @@ def build(state: AppState) -> None:
         changes = gr.Dataframe(interactive=False, wrap=True, label="Changes")
         caption_list = gr.Dataframe(interactive=False, wrap=True, label="Captions", elem_id="review-captions")
         with gr.Row(equal_height=True):
-            revert_id = gr.Number(label="Caption id", precision=0)
+            revert_id = gr.Number(label="Caption id", precision=0, placeholder="from the history above")
             revert_btn = gr.Button("Revert to this caption", size="sm")
-            open_id = gr.Number(label="Open another clip by id", precision=0, minimum=0)
+            open_id = gr.Number(label="Open another clip by id", precision=0, minimum=0, placeholder="clip id")
             open_btn = gr.Button("Open clip", size="sm")
 
     with gr.Accordion("Bulk actions", open=False):
@@ -388,7 +388,7 @@ def build(state: AppState) -> None:
         agree_md = gr.Markdown()
         agree_table = gr.Dataframe(interactive=False, wrap=True)
         with gr.Row():
-            resolve_id = gr.Number(label="Clip id", precision=0)
+            resolve_id = gr.Number(label="Clip id", precision=0, placeholder="clip id")
             resolve_take = gr.Textbox(label="Keep the decision of (annotator)")
             resolve_text = gr.Textbox(label="…or write the final caption")
             resolve_btn = gr.Button("Resolve", size="sm")
