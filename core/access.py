@@ -63,7 +63,9 @@ PERMISSIONS: dict[str, str] = {
     "review_bulk_apply": ADMIN, "review_save_guidelines": ADMIN, "review_set_overlap": ADMIN,
     # Train: watching is for the team, changing runs and models is for admins
     "train_watch": ANNOTATOR, "train_refresh": ANNOTATOR,
+    "train_compare": ANNOTATOR,                                 # on a server folder: see ARGUMENT_RULES
     "train_launch": ADMIN, "train_cancel": ADMIN, "train_resume": ADMIN, "train_make_active": ADMIN,
+    "train_compare_make_active": ADMIN,
     # Search
     "search_text": VISITOR, "search_text_submit": VISITOR, "search_sound": VISITOR,
     "search_more_like_this": VISITOR, "search_prev_page": VISITOR, "search_next_page": VISITOR,
@@ -104,6 +106,7 @@ PAGE_EVENTS: dict[str, str] = {
     "ui.review:build.<locals>.history_toggle.<locals>.handler": ANNOTATOR,
     "ui.train:build.<locals>.tick": ANNOTATOR,              # the live-curves timer
     "ui.train:build.<locals>.<lambda>": ANNOTATOR,          # data summary, page load
+    "ui.train:build.<locals>.show_admin_controls": ANNOTATOR,  # page load: the server-folder box, admins only
     "ui.search:build.<locals>.tick": VISITOR,               # the index status line (timer, after a search)
     "ui.search:build.<locals>.on_load": VISITOR,            # page load: chips, models, what the role may use
 }
@@ -113,6 +116,7 @@ PAGE_EVENTS: dict[str, str] = {
 ARGUMENT_RULES: dict[str, dict[str, str]] = {
     "library_import": {"folder_path": ADMIN},
     "evaluate": {"folder_path": ADMIN},
+    "train_compare": {"folder": ADMIN},
     "review_export": {"folder": ADMIN},
     "review_import": {"folder": ADMIN},
 }
@@ -127,7 +131,7 @@ ACTION_WORDS: dict[str, str] = {
     "library_delete": "Deleting clips",
     "search_update_index": "Updating the search index", "search_cancel_index": "Updating the search index",
     "search_rebuild_index": "Rebuilding the search index",
-    "train_make_active": "Choosing the active model",
+    "train_make_active": "Choosing the active model", "train_compare_make_active": "Choosing the active model",
     "map_send_to_review": "Sending clips to review", "map_send_outliers": "Sending clips to review",
     "review_bulk_apply": "Bulk review changes", "review_export": "Exporting reviews",
     "review_import": "Importing reviews",

@@ -1,23 +1,28 @@
 """Train tab: pick data and hyper-parameters, launch a run in the background, watch it, cancel, resume,
-make a checkpoint the active model.
+compare a finished run's model with the active one on held-out data, make a checkpoint the active model.
 
 Every event calls one `training.jobs` (or `training.data`) function; this module only lays out
 widgets and draws the curves.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.access import ADMIN, allows
 from core.models import available_models
 from training import jobs
+from training.compare import CompareError, compare_run
 from training.data import pair_summary
 from training.train import TrainConfig
 from ui.state import AppState
 
 DEFAULTS = TrainConfig()
 RUN_COLUMNS = ["run", "status", "epoch", "loss", "val t2a R@1", "val zero-shot", "model", "started"]
+COMPARE_COLUMNS = ["set", "metric", "active", "new", "Δ"]
 
 
 def _num(v, digits=3):
@@ -108,6 +113,29 @@ def watch(state: AppState, run_id):
     return status_markdown(summary), loss, recall, jobs.log_tail(state.ws, run_id)
 
 
+def comparison_table(result: dict) -> pd.DataFrame:
+    """compare_run's rows as the tab shows them: the held-out set with its size, a folder by its name."""
+    rows = [{"set": f"held-out ({result['pairs']} pairs)" if r["set"] == "held-out" else Path(r["set"]).name,
+             "metric": r["metric"], "active": _num(r["active"]), "new": _num(r["new"]),
+             "Δ": None if r["delta"] is None else f"{r['delta']:+.3f}"} for r in result["rows"]]
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def comparison_markdown(result: dict) -> str:
+    text = (f"Run {result['run']}'s model `{result['new_model']}` (new) against the active model "
+            f"`{result['active_model']}`, on {result['pairs']} held-out pairs from {result['recordings']} "
+            "recordings the run never trained on.")
+    if result["already_active"]:
+        text += " This model is already the active one, so both columns match."
+    if result.get("note"):
+        text += f"\n\n{result['note']}"
+    if result["failed"]:
+        text += f"\n\n{len(result['failed'])} clip(s) could not be read and were left out."
+    if result["warning"]:
+        text += f"\n\n⚠️ **{result['warning'][0].upper()}{result['warning'][1:]}.**"
+    return text
+
+
 def base_model_choices(state: AppState) -> list[str]:
     return ["shipped", "fresh"] + [m["id"] for m in available_models(state.ws) if not m["shipped"]]
 
@@ -156,6 +184,21 @@ def build(state: AppState) -> None:
                 resume_btn = gr.Button("Resume")
                 activate_btn = gr.Button("Make active")
             status = gr.Markdown("No run selected.")
+            with gr.Accordion("Compare with the active model", open=True):
+                gr.Markdown("Both models on the run's held-out recordings (text→audio recall; zero-shot where "
+                            "clips carry labels) and, optionally, on a labelled folder.")
+                with gr.Row():
+                    # a path on the server: admins only (core/access.py ARGUMENT_RULES); shown to them on load
+                    compare_folder = gr.Textbox(label="Labelled folder on the server (optional)", scale=3,
+                                                placeholder="/path/to/folder with meta.csv (filename, label)",
+                                                visible=not state.policy.enabled, elem_id="train-compare-folder")
+                    compare_btn = gr.Button("Compare", variant="primary", scale=1, elem_id="train-compare")
+                compare_note = gr.Markdown(elem_id="train-compare-note")
+                compare_table = gr.Dataframe(value=pd.DataFrame(columns=COMPARE_COLUMNS), interactive=False,
+                                             elem_id="train-compare-table")
+                with gr.Row():
+                    compare_activate_btn = gr.Button("Make this model active", scale=0, min_width=260, size="md")
+                    compare_msg = gr.Markdown()
             with gr.Row():
                 loss_plot = gr.Plot(label="Loss")
                 recall_plot = gr.Plot(label="Validation")
@@ -210,6 +253,21 @@ def build(state: AppState) -> None:
         return f"`{model_id}` is now the active model: search and the map use it.", \
             gr.update(choices=base_model_choices(state))
 
+    def do_compare(run_id, folder, progress=gr.Progress()):
+        if run_id in (None, ""):
+            raise gr.Error("Pick a run first.")
+        try:
+            result = compare_run(state.ws, int(run_id), folder or None,
+                                 progress=lambda done, total, what: progress(done / max(total, 1), desc=what))
+        except CompareError as exc:
+            raise gr.Error(str(exc))
+        except KeyError as exc:
+            raise gr.Error(str(exc.args[0] if exc.args else exc))
+        return comparison_markdown(result), comparison_table(result)
+
+    def show_admin_controls(request: gr.Request):
+        return gr.update(visible=allows(state.role(request), ADMIN))
+
     def tick(run_id):
         return (*watch(state, run_id), runs_table(state))
 
@@ -220,6 +278,11 @@ def build(state: AppState) -> None:
     activate_btn.click(do_activate, [run_pick], [launch_msg, base], api_name="train_make_active")
     run_pick.change(lambda r: watch(state, r), [run_pick], [status, loss_plot, recall_plot, log],
                     api_name="train_watch")
+    run_pick.change(lambda: ("", pd.DataFrame(columns=COMPARE_COLUMNS), ""), None,
+                    [compare_note, compare_table, compare_msg], api_name=False)   # an old run's numbers go
+    compare_btn.click(do_compare, [run_pick, compare_folder], [compare_note, compare_table], api_name="train_compare",
+                      show_progress_on=[compare_table])       # one bar, over the table
+    compare_activate_btn.click(do_activate, [run_pick], [compare_msg, base], api_name="train_compare_make_active")
     refresh_btn.click(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name="train_refresh")
     timer.tick(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name=False,
                show_progress="hidden")
@@ -230,3 +293,4 @@ def build(state: AppState) -> None:
         root.load(lambda u, s: (data_markdown(state, u, s), gr.update(choices=state.ws.catalog.sources()),
                                 gr.update(choices=run_choices(state)), runs_table(state)),
                   [unreviewed, sources], [data_info, sources, run_pick, runs], api_name=False)
+        root.load(show_admin_controls, None, [compare_folder], api_name=False)
