@@ -156,6 +156,8 @@ def test_every_write_endpoint_checks_the_role_on_the_server(demo_ws, auth_app_fa
     # a server folder is for admins, even where the event itself is not
     msg = refusal(bob, "review_export", "jsonl", "/tmp", [])
     assert msg and "folder" in msg and "admin" in msg
+    msg = refusal(bob, "train_compare", 1, "/tmp")                   # comparing on a server folder, too
+    assert msg and "folder" in msg and "admin" in msg
     # the signed-in name, not the typed one, is what the review records
     bob.predict("", "pending", "todo", 0, api_name="/review_load_queue")
     bob.predict("mallory", "a cat meows twice", "", api_name="/review_edit")
