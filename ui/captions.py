@@ -11,6 +11,7 @@ from core.captioning import (CAPTION_COLUMNS, VERSION_COLUMNS, caption_rows, cap
                              failure_rows)
 from core.catalog import ClipQuery
 from core.teachers import default_prompt, teacher_names
+from ui.progress import one_bar, reporter
 from ui.state import AppState
 
 PAGE_SIZE = 25
@@ -101,7 +102,7 @@ def build(state: AppState) -> None:
         report = caption_selection(
             state.ws, name, prompt=_prompt_arg(name, prompt_text), selection=SELECTIONS.get(chosen, "uncaptioned"),
             query=query, limit=int(limit_v or 0) or None, force=bool(force_v), cancel=flag,
-            progress=lambda done, total, msg: progress((done, max(total, 1)), desc=msg))
+            progress=reporter(progress))
         frame_v, info_v = table(state, text_v, source_v, 1)
         return f"**{report.summary()}**", failures(state), frame_v, info_v, 1
 
@@ -141,7 +142,8 @@ def build(state: AppState) -> None:
 
     teacher.change(prompt_for, [teacher], [prompt], api_name="captions_default_prompt")
     run_btn.click(run, [teacher, prompt, selection, text, source, limit, force],
-                  [status, fail_table, captions, page_info, page], api_name="captions_run", concurrency_limit=1)
+                  [status, fail_table, captions, page_info, page], api_name="captions_run", concurrency_limit=1,
+                  **one_bar(status))
     cancel_btn.click(cancel, None, [status], api_name="captions_cancel", queue=False)
     for comp in (text, source):
         comp.change(lambda *v: (1, *refresh(v[0], v[1], 1)), filters, [page, captions, page_info], api_name=False)
@@ -153,7 +155,8 @@ def build(state: AppState) -> None:
     captions.select(on_select, [captions], [selected], api_name=False)
     selected.change(show, [selected], [player, versions], api_name="captions_clip")
     recaption_btn.click(recaption, [selected, teacher, prompt, *filters], [versions, captions, page_info, fail_table],
-                        api_name="captions_recaption", concurrency_limit=1)
+                        api_name="captions_recaption", concurrency_limit=1,
+                        **one_bar(versions))
 
 
 def _prompt_arg(name: str, prompt_text: str | None) -> str | None:

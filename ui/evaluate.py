@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from training import evaluate as ev
+from ui.progress import one_bar, reporter
 from ui.state import AppState
 
 WORKSPACE_SOURCE = "workspace labelled clips"
@@ -100,14 +101,11 @@ def build(state: AppState) -> None:
         key = getattr(request, "session_hash", None) or "default"
         _cancel_events[key] = cancel
 
-        def report(done: int, total: int, what: str) -> None:
-            progress(done / max(total, 1), desc=what)
-
         try:
             found, errors = ev.evaluate_models(
                 list(model_names), spec, ws=state.ws,
                 templates=[t for t in (template_text or "").splitlines() if t.strip()] or ev.DEFAULT_TEMPLATES,
-                progress=report, cancel=cancel)
+                progress=reporter(progress), cancel=cancel)
         except ev.Cancelled:
             raise gr.Error("Stopped; nothing was recorded.")
         except (OSError, ValueError) as exc:
@@ -134,7 +132,7 @@ def build(state: AppState) -> None:
 
     run_event = run.click(run_evaluation, [models, source, folder, templates],
                           [status, results_df, chart, per_class, which, confusion, results_state, history],
-                          api_name="evaluate")
+                          api_name="evaluate", **one_bar(status))
     stop.click(stop_evaluation, None, status, api_name="evaluate_stop", cancels=[run_event])
     which.change(show_confusion, [which, results_state], confusion, api_name="evaluate_confusion")
     refresh_models.click(lambda: gr.update(choices=ev.available_models(state.ws)), None, models,

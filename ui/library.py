@@ -13,6 +13,7 @@ from core import published
 from core.access import ADMIN, ANNOTATOR, allows
 from core.catalog import REVIEW_STATUSES, ClipQuery
 from core.importer import AUDIO_EXTENSIONS, delete_clips, import_paths
+from ui.progress import one_bar, reporter
 from ui.state import AppState
 
 PAGE_SIZE = 25
@@ -125,7 +126,7 @@ def build(state: AppState) -> None:
         flag = cancel_flag(request)
         flag.clear()
         rep = import_paths(state.ws, paths, cancel=flag,
-                           progress=lambda done, total, name: progress((done, max(total, 1)), desc=name))
+                           progress=reporter(progress, unit="files"))
         frame = pd.DataFrame([{"file": r.name, "status": r.status, "message": r.message} for r in rep.results],
                              columns=["file", "status", "message"])
         gr.Info(rep.summary())
@@ -191,7 +192,7 @@ def build(state: AppState) -> None:
                 "", None, None, None)
 
     imp = import_btn.click(do_import, [files, folder], [report, stats, source], api_name="library_import",
-                           concurrency_limit=1)
+                           concurrency_limit=1, **one_bar(report))
     imp.then(refresh, filters, [table, page_info], api_name=False)
     cancel_btn.click(do_cancel, None, [delete_msg], api_name="library_cancel_import", queue=False)
     for comp in (text, source, status):

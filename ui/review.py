@@ -21,6 +21,7 @@ from gradio.context import Context
 from core import access, review
 from core.catalog import REVIEW_STATUSES
 from core.export import FORMATS, export, extract_zip, import_export
+from ui.progress import one_bar, reporter, steps
 from ui.state import AppState
 
 SPEEDS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
@@ -459,8 +460,7 @@ def build(state: AppState) -> None:
             else:
                 ids = [cid for cid in review.build_queue(cat, "pending", scope=scope_key, annotator=name)]
                 scores = review.disagreement_scores(state.ws, ids, embedder,
-                                                    progress=lambda d, t: progress(d / max(t, 1),
-                                                                                   desc="student embeddings"))
+                                                    progress=steps(progress, "student embeddings"))
         sess["queue"] = review.build_queue(cat, order_key, scope=scope_key, seed=int(seed_value or 0),
                                            annotator=name, scores=scores)
         sess["pos"] = 0
@@ -597,7 +597,7 @@ def build(state: AppState) -> None:
         preview = review.BulkPreview(b["action"], review.BulkFilter(), [tuple(t) for t in b["targets"]], [])
         try:
             result = review.apply_bulk(cat, preview, (name or "").strip(), reason=why or None,
-                                       progress=lambda d, t: progress(d / max(t, 1), desc="saving"))
+                                       progress=steps(progress, "saving"))
         except ValueError as exc:
             return sess, f"⚠ {exc}", gr.update()
         sess["bulk"] = None
@@ -642,7 +642,7 @@ def build(state: AppState) -> None:
             f"{stamp}-{fmt_value}"
         try:
             report = export(state.ws, out, fmt_value, statuses=statuses or None,
-                            progress=lambda d, t, n: progress(d / max(t, 1), desc="exporting"))
+                            progress=reporter(progress))
         except (FileExistsError, ValueError) as exc:
             return f"⚠ {exc}", None
         return "✔ " + report.summary(), download_zip(out)
@@ -661,7 +661,7 @@ def build(state: AppState) -> None:
                 return "Choose a folder or upload a .zip first."
             report = import_export(state.ws, src, importer=access.user_of(request),
                                    keep_authors=policy.role_of(request) == access.ADMIN,
-                                   progress=lambda d, t, n: progress(d / max(t, 1), desc="importing"))
+                                   progress=reporter(progress))
         except (FileNotFoundError, ValueError, OSError) as exc:
             return f"⚠ {exc}"
         finally:
@@ -675,12 +675,13 @@ def build(state: AppState) -> None:
     if root is not None:
         root.load(lambda: (review.guidelines(cat),) * 2, None, [guide_md, guide_edit], api_name=False)
         root.load(whoami, [remembered], [annotator], api_name=False).then(
-            load_queue, [session, annotator, order, scope, seed], view, api_name=False)
+            load_queue, [session, annotator, order, scope, seed], view, api_name=False, **one_bar(status))
     annotator.change(lambda name: name, [annotator], [remembered], api_name=False)
     # The stored name arrives when the tab mounts (BrowserState then fires change); a signed-in name wins.
     remembered.change(lambda saved, name: gr.skip() if (name or not saved) else saved, [remembered, annotator],
                       [annotator], api_name=False)
-    load_btn.click(load_queue, [session, annotator, order, scope, seed], view, api_name="review_load_queue")
+    load_btn.click(load_queue, [session, annotator, order, scope, seed], view, api_name="review_load_queue",
+                   **one_bar(status))
     accept_btn.click(act("accept"), act_inputs, view, api_name="review_accept")
     save_btn.click(act("edit"), act_inputs, view, api_name="review_edit")
     reject_btn.click(act("reject"), act_inputs, view, api_name="review_reject")
@@ -706,11 +707,11 @@ def build(state: AppState) -> None:
                                           bulk_status], [session, bulk_msg, bulk_table, bulk_apply_btn],
                            api_name="review_bulk_preview")
     bulk_apply_btn.click(bulk_apply, [session, annotator, bulk_reason], [session, bulk_msg, bulk_apply_btn],
-                         api_name="review_bulk_apply").then(
+                         api_name="review_bulk_apply", **one_bar(bulk_msg)).then(
         lambda s, n: _counters_md(state, s, n), [session, annotator], [counters], api_name=False)
     overlap_btn.click(save_overlap, [overlap_n], [agree_md], api_name="review_set_overlap")
     agree_btn.click(compute_agreement, None, [agree_md, agree_table], api_name="review_agreement")
     resolve_btn.click(resolve, [annotator, resolve_id, resolve_take, resolve_text], [agree_md],
                       api_name="review_resolve")
-    export_btn.click(do_export, [fmt, export_dir, export_status], [port_msg, export_file], api_name="review_export")
+    export_btn.click(do_export, [fmt, export_dir, export_status], [port_msg, export_file], api_name="review_export", **one_bar(port_msg))
     import_btn.click(do_import, [import_dir, import_zip], [port_msg], api_name="review_import")
