@@ -1,4 +1,4 @@
-"""Run every `benchmarks/*_bench.py` and print one table (and JSON) with the machine's description.
+"""Run every `benchmarks/*_bench.py` (and review_gain.py) and print one table (and JSON) with the machine's description.
 
     python -m benchmarks [--full] [--only import teacher] [--timeout 900] [--markdown] [--out report.json]
 
@@ -25,8 +25,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+EXTRA = ["review_gain.py"]          # benchmarks whose name does not end in _bench
+
+
 def discover(only: list[str] | None = None) -> list[Path]:
-    scripts = sorted(HERE.glob("*_bench.py"))
+    scripts = sorted([*HERE.glob("*_bench.py"), *(HERE / n for n in EXTRA if (HERE / n).exists())])
     if only:
         scripts = [s for s in scripts if s.stem.removesuffix("_bench") in only or s.stem in only]
     return scripts
