@@ -616,11 +616,12 @@ def ensure_current(ws: Workspace, embedder: Embedder, *, max_new: int | None = N
 
 _caught_up: dict[str, float] = {}          # collection → when a search last started a sync of it
 _catch_up_lock = threading.Lock()
+_last_pending: dict[str, int] = {}        # collection → clips a background catch-up left for "Update index"
 
 
 @store_errors
 def catch_up(ws: Workspace, embedder: Embedder, *, max_new: int | None = None, every: float = CATCH_UP_EVERY,
-             progress: Progress | None = None) -> IndexReport | None:
+             progress: Progress | None = None, wait: bool = True) -> IndexReport | None:
     """ensure_current for a search that someone is waiting on.
 
     While the catalogue keeps changing (a caption job writes every few clips) a sync costs a read of
@@ -628,6 +629,10 @@ def catch_up(ws: Workspace, embedder: Embedder, *, max_new: int | None = None, e
     sync of that collection is running and none started in the last `every` seconds; otherwise it
     answers from the index as it is (a report with `deferred` says so). An empty collection (a new
     workspace's first search) is always synced first.
+
+    `wait=False` (the app's searches): the sync runs in a background thread at low CPU priority and
+    this search answers from the index as it is, at once (deferred; `pending` is what the last
+    background sync left for "Update index"). Only an empty collection is still filled first.
     """
     if is_current(ws, embedder):
         return None
@@ -637,9 +642,31 @@ def catch_up(ws: Workspace, embedder: Embedder, *, max_new: int | None = None, e
     with _catch_up_lock:
         now = time.monotonic()
         if not empty and (lock.locked() or now - _caught_up.get(name, -math.inf) < every):
-            return IndexReport(embedder.model_id, name, deferred=True)
+            return IndexReport(embedder.model_id, name, deferred=True, pending=_last_pending.get(name, 0))
         _caught_up[name] = now
-    return sync(ws, embedder, max_new=max_new, progress=progress)
+    if wait or empty:
+        return sync(ws, embedder, max_new=max_new, progress=progress)
+    threading.Thread(target=_background_sync, args=(ws, embedder, name, max_new), name="index-catch-up",
+                     daemon=True).start()
+    return IndexReport(embedder.model_id, name, deferred=True, pending=_last_pending.get(name, 0))
+
+
+def _background_sync(ws: Workspace, embedder: Embedder, name: str, max_new: int | None) -> None:
+    _lower_priority()
+    try:
+        _last_pending[name] = sync(ws, embedder, max_new=max_new).pending
+    except Exception:  # noqa: BLE001 - the next search tries again; the searches answer meanwhile
+        log.exception("background catch-up of %s failed", name)
+
+
+def _lower_priority(step: int = 10) -> None:
+    """Nice this thread (Linux: per thread), so a background sync takes the CPU searches leave over."""
+    try:
+        import os
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (AttributeError, OSError):
+        pass
 
 
 def delete_vectors(ws: Workspace, clip_ids: Sequence[int]) -> None:

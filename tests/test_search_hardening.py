@@ -135,10 +135,16 @@ def test_a_search_through_the_app_runs_no_ffprobe_and_its_players_play(tone_ws, 
     assert out[0]["hits"][0]["name"] == "tone1000.wav"
     assert probed == []
     player = out[2]                                               # slot 1's player
-    assert "<audio" in player and ".wav" in player
-    src = player.split("src='", 1)[1].split("'", 1)[0]
+    assert "<audio" in player and ".wav" in player and "gradio_api/file" not in player   # no server path
+    src = player.split("src='", 1)[1].split("'", 1)[0].replace("&amp;", "&")
+    wav = tone_ws.cache_dir / "clips" / src.split("/")[-1].split("?")[0]
+    assert src.startswith("audio/") and not wav.exists()          # the search made no WAV: the first play does
     got = httpx.get(url + src)
-    assert got.status_code == 200 and got.content[:4] == b"RIFF"
+    assert got.status_code == 200 and got.content[:4] == b"RIFF" and wav.is_file()
+    other = out[0]["hits"][1]["clip_id"]                           # a clip id that is not this name's clip
+    wrong = src.split("?")[0] + f"?clip={other}"
+    wav.unlink()
+    assert httpx.get(url + wrong).status_code == 404 and not wav.exists()
 
 
 # -- D12: searching while the index is rebuilt -----------------------------------------------------------------
@@ -261,6 +267,55 @@ def test_result_players_find_their_wav_by_content_key(tone_ws):
 
 
 # -- throughput under load -----------------------------------------------------------------------------------
+def test_a_query_gets_the_text_encoder_before_the_next_chunk_of_a_bulk_encoding(monkeypatch):
+    """An index filling its captions (a caption job publishes some every second) encodes them in
+    chunks; a search query waiting meanwhile goes before the next chunk, not after them all."""
+    import time
+    from core import text_encoder
+    calls, first_chunk, query_waits = [], threading.Event(), threading.Event()
+
+    class Model:
+        def encode(self, texts, **kw):
+            calls.append(list(texts))
+            if len(calls) == 1:
+                first_chunk.set()
+                query_waits.wait(10)                           # the query has queued behind this chunk
+            return np.ones((len(texts), 384), np.float32)
+    monkeypatch.setattr(text_encoder, "get_text_encoder", lambda device="cpu": Model())
+    monkeypatch.setattr(text_encoder, "_recent", type(text_encoder._recent)())
+    bulk = [f"caption {i}" for i in range(3 * text_encoder.BULK_CHUNK)]
+    filling = threading.Thread(target=text_encoder.encode, args=(bulk,))
+    filling.start()
+    first_chunk.wait(10)
+    query = threading.Thread(target=text_encoder.encode, args=(["a dog barking"],))
+    query.start()
+    deadline = time.monotonic() + 10
+    while text_encoder._queries_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    query_waits.set()
+    filling.join(10)
+    query.join(10)
+    assert [len(c) for c in calls] == [text_encoder.BULK_CHUNK, 1, text_encoder.BULK_CHUNK, text_encoder.BULK_CHUNK]
+    assert calls[1] == ["a dog barking"]
+
+
+def test_a_search_answers_at_once_and_the_catch_up_runs_behind_it(tone_ws):
+    """The app's searches (wait=False) never wait for a sync of a filled index: it runs in a
+    background thread and the next searches see its result; an empty index is still filled first."""
+    import time
+    ws, emb = tone_ws, ToneEmbedder()
+    first = index.catch_up(ws, emb, max_new=500, wait=False)
+    assert first.embedded == 9 and not first.deferred                 # the first search of a new workspace
+    ws.catalog.add_caption(1, "a beep", "teacher")
+    report = index.catch_up(ws, emb, max_new=500, every=0, wait=False)
+    assert report.deferred and report.embedded == 0 and report.updated == 0
+    deadline = time.monotonic() + 20
+    while not index.is_current(ws, emb) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert index.is_current(ws, emb)
+    assert "a beep" in [h.caption for h in search.search_text(ws, emb, "1000 Hz", k=9).hits]
+
+
 def test_concurrent_queries_share_encoder_calls():
     """While one text encoding runs, the queries arriving meanwhile wait and go through the next call
     together; each still gets its own vector, and an encoder error reaches every query of its batch."""

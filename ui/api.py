@@ -30,7 +30,7 @@ from gradio.data_classes import FileData
 
 from core import access, audio, index, search
 from ui import guard
-from ui.search import AUTO_INDEX, caller_role, embedder_for
+from ui.search import AUTO_INDEX, caller_role, embedder_for, player_url
 from ui.state import AppState
 
 MAX_K = 50
@@ -85,11 +85,8 @@ def base_url(request: gr.Request | None) -> str:
 
 
 def hit_dict(state: AppState, hit: search.Hit, root: str) -> dict:
-    try:
-        wav = search.player_wav(state.ws, hit)
-        audio_url = f"{root}{AUDIO_ROUTE}/{wav.name}"
-    except (KeyError, OSError):          # deleted since it was indexed
-        audio_url = None
+    url = player_url(state.ws, hit)      # None: deleted since it was indexed
+    audio_url = f"{root}/{url}" if url else None
     return {"clip_id": hit.clip_id, "score": round(hit.score, 4), "caption": hit.caption, "tags": hit.tags,
             "audio_url": audio_url, "name": hit.name, "start": hit.start, "end": hit.end}
 
@@ -97,7 +94,7 @@ def hit_dict(state: AppState, hit: search.Hit, root: str) -> dict:
 def _embedder(state: AppState, model: str):
     embedder = embedder_for(state, model or "active", caller_role())
     try:
-        index.catch_up(state.ws, embedder, max_new=AUTO_INDEX)
+        index.catch_up(state.ws, embedder, max_new=AUTO_INDEX, wait=False)   # answers at once; syncs behind
     except index.IndexUnavailable as exc:
         raise gr.Error(str(exc).strip("'\""))
     return embedder
@@ -217,21 +214,31 @@ def build(state: AppState) -> None:
 
 
 # -- audio by content key ------------------------------------------------------------------------------------
-def clip_audio_file(state: AppState, name: str) -> Path | None:
-    """The cached clip WAV of that name (`<recording hash>_<start>-<end>.wav`), or None."""
+def clip_audio_file(state: AppState, name: str, clip_id: int | None = None) -> Path | None:
+    """The cached clip WAV of that name (`<recording hash>_<start>-<end>.wav`), or None. Not made yet:
+    made now from `clip_id` when that clip's content key is this name (search results link their
+    players this way, so a search makes no WAV that nobody plays)."""
     if not _AUDIO_NAME.match(name):
         return None
     path = state.ws.cache_dir / "clips" / name
-    return path if path.is_file() else None
+    if path.is_file() or clip_id is None:
+        return path if path.is_file() else None
+    try:
+        clip = state.ws.catalog.get_clip(int(clip_id))
+        if f"{state.ws.clip_key(clip).replace(':', '_')}.wav" != name:
+            return None
+        return state.ws.clip_wav_path(clip)
+    except (KeyError, OSError, ValueError):
+        return None
 
 
 def add_audio_route(app, state: AppState, policy: access.AccessPolicy | None) -> None:
     """GET /audio/<name>.wav on the running server. Whoever may load the page may play clips (as the
     Search tab's players do); when everyone must sign in, so must this."""
-    def clip_audio(name: str, request: Request):
+    def clip_audio(name: str, request: Request, clip: int | None = None):
         if policy is not None and policy.login and not policy.visitor_mode and guard.signed_in_user(request) is None:
             raise HTTPException(status_code=401, detail="Sign in first.")
-        path = clip_audio_file(state, name)
+        path = clip_audio_file(state, name, clip)
         if path is None:
             raise HTTPException(status_code=404, detail="No such clip audio.")
         return FileResponse(path, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})

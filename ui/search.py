@@ -8,8 +8,10 @@ search the listed models ("active", "shipped", registered ids); only admins may 
 folder. A visitor's search never starts an index for a model that has none yet (except the active
 model, which an admin chose for everyone), so browsing cannot make the server write or work for long.
 
-Result players are plain HTML <audio> elements pointing at the clip WAVs under the served cache:
-a gr.Audio output runs ffprobe on every file it is given (10 processes per search).
+Result players are plain HTML <audio> elements pointing at the app's /audio/<content key>.wav route
+(ui/api.py), which makes a clip's WAV on its first play: a gr.Audio output runs ffprobe on every file
+it is given (10 processes per search), and making ten WAVs per search would cost more than the search.
+A search never waits for an index sync of a filled index: it runs behind (core/index.catch_up).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import html
 import re
 import threading
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from urllib.parse import quote
 
 import gradio as gr
@@ -77,15 +79,37 @@ def embedder_for(state: AppState, model: str | None, role: str, *, searching: bo
         raise gr.Error(str(exc).strip("'\""))
 
 
-def player_html(path: Path | None) -> str:
-    """A browser player for a clip WAV (served by path: the clip cache is an allowed path)."""
-    if path is None:
+AUDIO_ROUTE = "audio"        # ui/api.py serves clip WAVs at /audio/<content key>.wav (relative: works under a proxy path)
+
+
+def player_url(ws, hit: search.Hit) -> str | None:
+    """Where a result's player fetches its audio: the clip WAV by content key. A WAV not made yet is
+    made by the route on the first play (`?clip=`), not for each of the ten results shown (a decode
+    and a write each, ~10 ms, in the search). None when the clip is gone (deleted since indexing)."""
+    if hit.audio_key:
+        name = f"{hit.audio_key.replace(':', '_')}.wav"
+        if (ws.cache_dir / "clips" / name).is_file():
+            return f"{AUDIO_ROUTE}/{quote(name)}"
+        try:
+            ws.catalog.get_clip(hit.clip_id)
+        except KeyError:
+            return None
+        return f"{AUDIO_ROUTE}/{quote(name)}?clip={hit.clip_id}"
+    try:                                 # an index from before content keys: make it now
+        return f"{AUDIO_ROUTE}/{quote(search.player_wav(ws, hit).name)}"
+    except (KeyError, OSError):
+        return None
+
+
+def player_html(url: str | None) -> str:
+    """A browser player for a clip WAV; it loads nothing until played."""
+    if url is None:
         return "<div class='hs-player'>This clip's audio is gone.</div>"
     return (f"<audio class='hs-player' controls preload='none' style='width:100%' "
-            f"src='gradio_api/file={html.escape(quote(str(path)))}'></audio>")
+            f"src='{html.escape(url)}'></audio>")
 
 
-def card_html(rank: int, hit: search.Hit, wav: Path | None) -> str:
+def card_html(rank: int, hit: search.Hit, url: str | None) -> str:
     """A result's card: title and a score bar (greyed, with a "weak match" cue, under the floor) beside
     its player; they wrap onto two lines on a phone."""
     weak = search_view.is_weak(hit.score)
@@ -97,7 +121,7 @@ def card_html(rank: int, hit: search.Hit, wav: Path | None) -> str:
             f"<span class='hs-title'>{html.escape(title)}</span>{badge}</div>"
             f"<div class='hs-score' title='score {hit.score:.3f}'><div class='hs-bar'>"
             f"<span style='width:{width:.0f}%'></span></div><span class='hs-num'>{hit.score:.2f}</span></div>"
-            f"</div>{player_html(wav)}</div>")
+            f"</div>{player_html(url)}</div>")
 
 
 def status_markdown(info: dict) -> str:
@@ -337,13 +361,13 @@ def build(state: AppState) -> None:
 
     def catch_up(embedder, progress) -> str:
         """Index what changed since the last search (new clips only when few) before answering."""
-        report = index.catch_up(ws, embedder, max_new=AUTO_INDEX, progress=progress_reporter(progress))
+        report = index.catch_up(ws, embedder, max_new=AUTO_INDEX, progress=progress_reporter(progress), wait=False)
         if report is None:
             return ""
-        if report.deferred:
-            return "The index is catching up with recent changes; results may lag a few seconds."
         if report.pending:
             return f"{report.pending} clips are not indexed yet: press **Update index**."
+        if report.deferred:
+            return "The index is catching up with recent changes; results may lag a few seconds."
         return ""
 
     def run(q: dict, model_v, hybrid_v, filters: tuple, progress) -> list:
@@ -376,11 +400,7 @@ def build(state: AppState) -> None:
         for i in range(PAGE_SIZE):
             if i < len(page.hits):
                 hit = page.hits[i]
-                try:
-                    wav = search.player_wav(ws, hit)
-                except (KeyError, OSError):         # deleted since it was indexed
-                    wav = None
-                out += [gr.update(visible=True), card_html(first + i, hit, wav),
+                out += [gr.update(visible=True), card_html(first + i, hit, player_url(ws, hit)),
                         hit_markdown(first + i, hit, private=private)]
             else:
                 out += [gr.update(visible=False), "", ""]
