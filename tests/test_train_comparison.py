@@ -82,7 +82,10 @@ def test_compare_on_a_labelled_folder_and_after_make_active(trained, tmp_path):
     rows = {r["metric"]: r for r in before["rows"] if r["set"] == str(folder)}
     assert set(rows) == {"zero-shot top-1", "text→audio R@5"}
     assert rows["zero-shot top-1"]["new"] is not None and rows["zero-shot top-1"]["active"] is not None
-    assert progress and all(d <= t for d, t, _ in progress) and any("active model" in m for _, _, m in progress)
+    # one bar over both models on both sets: it only moves forward, and ends full
+    assert [d for d, _, _ in progress] == sorted(d for d, _, _ in progress)
+    assert {t for _, t, _ in progress} == {2 * (before["pairs"] + 4)} and progress[-1][0] == progress[-1][1]
+    assert any("active model" in m for _, _, m in progress)
     previous = ws.catalog.active_model()
     try:
         jobs.promote(ws, result.run_id)           # what "Make this model active" does

@@ -116,11 +116,13 @@ def compare_run(ws: Workspace, run_id: int, folder: str | Path | None = None, *,
     steps = [(name, data, keys, who, model) for name, data, keys in jobs
              for who, model in (("new", new_model), ("active", active_model))]
     results: dict[tuple[str, str], ev.EvalResult] = {}
-    for n, (name, data, keys, who, model) in enumerate(steps):
-        def step(done: int, total: int, what: str, n=n, name=name, who=who) -> None:
+    grand_total, offset = sum(len(data.items) for _, data, *_ in steps), 0    # one bar over every clip embedded
+    for name, data, keys, who, model in steps:
+        def step(done: int, total: int, what: str, offset=offset, name=name, who=who) -> None:
             if progress:
-                progress(n * max(total, 1) + done, len(steps) * max(total, 1), f"{who} model on {name}: {what}")
+                progress(offset + done, grand_total, f"{who} model on {name}: {what}")
         results[name, who] = ev.evaluate(model, data, name=who, progress=step)
+        offset += len(data.items)
     rows = []
     for name, data, keys in jobs:
         if name == "held-out":      # zero-shot needs two classes or more: one class is always right

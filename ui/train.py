@@ -18,6 +18,7 @@ from training import jobs
 from training.compare import CompareError, compare_run
 from training.data import pair_summary
 from training.train import TrainConfig
+from ui.progress import one_bar, reporter
 from ui.state import AppState
 
 DEFAULTS = TrainConfig()
@@ -257,8 +258,7 @@ def build(state: AppState) -> None:
         if run_id in (None, ""):
             raise gr.Error("Pick a run first.")
         try:
-            result = compare_run(state.ws, int(run_id), folder or None,
-                                 progress=lambda done, total, what: progress(done / max(total, 1), desc=what))
+            result = compare_run(state.ws, int(run_id), folder or None, progress=reporter(progress))
         except CompareError as exc:
             raise gr.Error(str(exc))
         except KeyError as exc:
@@ -281,7 +281,7 @@ def build(state: AppState) -> None:
     run_pick.change(lambda: ("", pd.DataFrame(columns=COMPARE_COLUMNS), ""), None,
                     [compare_note, compare_table, compare_msg], api_name=False)   # an old run's numbers go
     compare_btn.click(do_compare, [run_pick, compare_folder], [compare_note, compare_table], api_name="train_compare",
-                      show_progress_on=[compare_table])       # one bar, over the table
+                      **one_bar(compare_table))
     compare_activate_btn.click(do_activate, [run_pick], [compare_msg, base], api_name="train_compare_make_active")
     refresh_btn.click(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name="train_refresh")
     timer.tick(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name=False,
