@@ -117,6 +117,8 @@ def test_a_run_without_a_registered_model_says_why(ws, status, words):
     with pytest.raises(CompareError, match=f"Run {run.id} {words}") as caught:
         compare_run(ws, run.id)
     assert isinstance(caught.value, ValueError)
+    with pytest.raises(CompareError, match=f"no run {run.id + 1}"):
+        compare_run(ws, run.id + 1)
 
 
 def test_the_tab_shows_a_comparison_as_a_table_and_a_warning_line():

@@ -52,7 +52,10 @@ def held_out_set(ws: Workspace, pairs: list[D.Pair]) -> ev.EvalSet:
 
 
 def registered_model(ws: Workspace, run_id: int) -> str:
-    run = ws.catalog.get_run(run_id)
+    try:
+        run = ws.catalog.get_run(run_id)
+    except KeyError:
+        raise CompareError(f"There is no run {run_id}.") from None
     if run.model_id:
         return run.model_id
     why = {"running": "is still running: compare once it has finished",

@@ -261,8 +261,6 @@ def build(state: AppState) -> None:
             result = compare_run(state.ws, int(run_id), folder or None, progress=reporter(progress))
         except CompareError as exc:
             raise gr.Error(str(exc))
-        except KeyError as exc:
-            raise gr.Error(str(exc.args[0] if exc.args else exc))
         return comparison_markdown(result), comparison_table(result)
 
     def show_admin_controls(request: gr.Request):
