@@ -109,6 +109,7 @@ PAGE_EVENTS: dict[str, str] = {
     "ui.train:build.<locals>.show_admin_controls": ANNOTATOR,  # page load: the server-folder box, admins only
     "ui.search:build.<locals>.tick": VISITOR,               # the index status line (timer, after a search)
     "ui.search:build.<locals>.on_load": VISITOR,            # page load: chips, models, what the role may use
+    "app:blank_empty_number_boxes.<locals>.<lambda>": VISITOR,  # page load: empty id boxes drawn empty, not 0
 }
 
 # Arguments that widen what an event may touch: a non-empty value needs the given role.
