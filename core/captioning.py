@@ -24,6 +24,7 @@ import numpy as np
 
 from core.access import redact
 from core.catalog import Caption, ClipQuery
+from core.niceness import lower_this_thread, run_niced
 from core.teachers.base import Teacher, TeacherOutput
 from core.workspace import Workspace
 
@@ -124,7 +125,7 @@ def caption_clips(ws: Workspace, clip_ids: Sequence[int], teacher: Teacher, *, p
     tick(f"{len(todo)} clips to caption with {teacher.identity}")
 
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-loader") as loader:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-loader", initializer=lower_this_thread) as loader:
         # decode the next batch while the teacher works on this one
         pending = loader.submit(_load, ws, batches[0]) if batches else None
         for n, batch in enumerate(batches):
@@ -137,7 +138,8 @@ def caption_clips(ws: Workspace, clip_ids: Sequence[int], teacher: Teacher, *, p
             for cid, _, err in loaded:
                 if isinstance(err, Exception):
                     _fail(ws, report, cid, teacher, err)
-            results = teacher.caption_each([w for _, _, w in ready]) if ready else []
+            # the teacher's work yields the CPU to searches (core/niceness)
+            results = run_niced(teacher.caption_each, [w for _, _, w in ready]) if ready else []
             for (cid, key, _), out in zip(ready, results):
                 if isinstance(out, Exception):
                     _fail(ws, report, cid, teacher, out)

@@ -652,21 +652,12 @@ def catch_up(ws: Workspace, embedder: Embedder, *, max_new: int | None = None, e
 
 
 def _background_sync(ws: Workspace, embedder: Embedder, name: str, max_new: int | None) -> None:
-    _lower_priority()
+    from core.niceness import lower_this_thread
+    lower_this_thread()              # its own thread: the searches come first
     try:
         _last_pending[name] = sync(ws, embedder, max_new=max_new).pending
     except Exception:  # noqa: BLE001 - the next search tries again; the searches answer meanwhile
         log.exception("background catch-up of %s failed", name)
-
-
-def _lower_priority(step: int = 10) -> None:
-    """Nice this thread (Linux: per thread), so a background sync takes the CPU searches leave over."""
-    try:
-        import os
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
-    except (AttributeError, OSError):
-        pass
 
 
 def delete_vectors(ws: Workspace, clip_ids: Sequence[int]) -> None:
