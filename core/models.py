@@ -6,6 +6,8 @@ Names:
 - a model id registered in the workspace catalogue (a finished training run);
 - a path to a checkpoint folder (config.json + model.safetensors): for admins and local tools only
   (`allow_folders=False` refuses it, for callers who may use only the listed models).
+A folder whose config.json says `"kind": "clap"` loads as core.clap_student.ClapStudent, any other
+as the embedded core.student.Student.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ def get_embedder(name: str = "active", ws: Workspace | None = None, device: str 
 
     On a CPU, a verified ONNX export beside the checkpoint (`python -m training export-onnx`) is
     served with onnxruntime instead; `HEARSAY_ONNX=0` turns that off. `allow_folders`: see resolve_path."""
+    from core.clap_student import is_clap_folder
     from core.student import WEIGHTS_NAME, Student
     folder = resolve_path(name, ws, allow_folders=allow_folders)
     weights = folder / WEIGHTS_NAME
@@ -71,6 +74,9 @@ def get_embedder(name: str = "active", ws: Workspace | None = None, device: str 
             if onnx:
                 from core.onnx_student import OnnxStudent
                 _cache[key] = OnnxStudent(onnx.parent)
+            elif is_clap_folder(folder):       # a fine-tuned CLAP (config.json "kind": "clap")
+                from core.clap_student import ClapStudent
+                _cache[key] = ClapStudent.load(folder, device=device)
             else:
                 _cache[key] = Student.load(folder, device=device)
         return _cache[key]

@@ -2,6 +2,7 @@
 
     python -m training train --workspace W --epochs 10 --loss soft --beta 0.3
     python -m training train --workspace W --resume                 # continue the newest unfinished run
+    python -m training train --workspace W --student clap:laion/clap-htsat-unfused   # fine-tune CLAP (GPU)
     accelerate launch -m training train --workspace W ...           # several GPUs
 """
 from __future__ import annotations
@@ -41,6 +42,13 @@ def register(sub) -> None:
             if name in ("loss", "keep") else {}
         p.add_argument(flag, dest=name, type=type(value), default=None, help=f"default {value!r}", **kwargs)
     p.add_argument("--source", dest="sources", action="append", help="train only on this source (repeatable)")
+    p.add_argument("--student", dest="backbone", metavar="KIND[:ID]",
+                   help="student backbone: 'embedded' (default; the small CPU model) or 'clap:<hub id or folder>' "
+                        "(fine-tunes a CLAP model, e.g. clap:laion/clap-htsat-unfused; a GPU is advised)")
+    for flag, (name, kind, text) in CLAP_FLAGS.items():
+        p.add_argument(flag, dest=f"opt_{name}", type=kind, help=f"clap: {text}")
+    p.add_argument("--no-gradient-checkpointing", dest="opt_gradient_checkpointing", action="store_const",
+                   const=False, help="clap: keep activations (faster, more GPU memory)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (of --run-dir, "
                                                           "else the newest unfinished run)")
     p.add_argument("--run-dir", help="run folder (set by the Train tab)")
@@ -48,18 +56,33 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+# flag → train_clap.ClapOptions field, for `--student clap:...` (stored in TrainConfig.backbone_options)
+CLAP_FLAGS = {
+    "--freeze-audio-layers": ("freeze_audio_layers", int, "bottom N audio stages stay fixed (-1: the whole tower)"),
+    "--freeze-text-layers": ("freeze_text_layers", int, "bottom N text layers stay fixed (-1: the whole tower)"),
+    "--lora-rank": ("lora_rank", int, "train LoRA adapters of this rank instead of the towers (needs peft)"),
+    "--clap-lr": ("lr", float, "learning rate of the encoder towers (default 1e-5)"),
+    "--head-lr": ("head_lr", float, "learning rate of the projections and temperature (default 1e-4)"),
+    "--workers": ("num_workers", int, "data loader processes (default 4 on CUDA, 0 on CPU)"),
+}
+
+
 def build_config(args) -> dict:
     values: dict = {}
     if getattr(args, "config", None):
         from training.train import load_config_file
         values.update(load_config_file(args.config))
-    for name in list(FLAGS.values()) + ["sources"]:
+    for name in list(FLAGS.values()) + ["sources", "backbone"]:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
+    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    if options:
+        values["backbone_options"] = {**values.get("backbone_options", {}), **options}
     return values
 
 
 def cmd_train(args) -> int:
+    from core.clap_student import ModelUnavailable
     from core.cli_library import workspace_from
     from training import jobs
     from training.train import TrainConfig, latest_resumable_run
@@ -89,6 +112,9 @@ def cmd_train(args) -> int:
         result = _train_holding_run(ws, cfg, args, run_dir, should_stop=lambda: stop["flag"])
     except jobs.RunBusy as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except ModelUnavailable as exc:      # a student backbone whose weights are not on this machine
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)

@@ -70,6 +70,8 @@ class TrainConfig:
     student: dict = field(default_factory=dict)        # StudentConfig values for base_model="fresh"
     name: str = "hearsay-student"
     log_every: int = 10                  # steps between train-metric rows
+    backbone: str = "embedded"           # the student: embedded | clap:<hub id or folder> (training/train_clap.py)
+    backbone_options: dict = field(default_factory=dict)   # that backbone's own settings (train_clap.ClapOptions)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -79,6 +81,9 @@ class TrainConfig:
             raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
         if values.get("keep", "last") not in ("last", "best"):
             raise ValueError(f"keep must be 'last' or 'best', not {values['keep']!r}")
+        if values.get("backbone", "embedded") != "embedded":
+            from training.train_clap import parse_backbone
+            parse_backbone(values["backbone"])       # a clear error for an unknown kind, before any run starts
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -245,7 +250,10 @@ def run_training(ws: Workspace, cfg: TrainConfig, *, run_id: int | None = None, 
     set_seed(cfg.seed)
     started = time.time()
     try:
-        result = _train(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, started)
+        trainer = _train
+        if cfg.backbone != "embedded":               # another student backbone has its own loop
+            from training.train_clap import train_clap as trainer
+        result = trainer(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, started)
     except BaseException as exc:
         if main and run_id is not None:
             cancelled = isinstance(exc, (KeyboardInterrupt, InterruptedError))

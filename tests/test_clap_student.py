@@ -1,0 +1,180 @@
+"""CLAP students (issue 17): a tiny random ClapModel trains, saves, loads through the model registry,
+indexes into its own collection, searches and evaluates, all offline on a CPU; missing weights say
+what to download."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.importer import import_paths
+from tests.conftest import tone
+
+CAPTIONS = ["a low hum", "a high tone", "a dog barks", "a cat meows", "a bird sings", "rain sounds",
+            "a car engine", "a siren"]
+FREQS = [220, 330, 500, 750, 1100, 1700, 2600, 3900]
+
+
+@pytest.fixture(scope="module")
+def tiny_clap(tmp_path_factory):
+    from training.clap_configs import build_clap_folder
+    return build_clap_folder(tmp_path_factory.mktemp("clap") / "tiny-clap")
+
+
+@pytest.fixture
+def clap_ws(ws, tmp_path):
+    """Eight tones with distinct teacher captions; the first lasts 5 s (longer than the tiny 2 s window)."""
+    folder = tmp_path / "tones"
+    folder.mkdir()
+    for i, f in enumerate(FREQS):
+        sf.write(folder / f"tone{i}.wav", tone(5.0 if i == 0 else 1.0 + 0.2 * i, f, amp=0.2 + 0.03 * i), 16_000)
+    assert import_paths(ws, [folder]).count("imported") == len(FREQS)
+    for clip in ws.catalog.clips():
+        i = int(ws.catalog.get_recording(clip.recording_id).original_name[4:-4])
+        ws.catalog.add_caption(clip.id, CAPTIONS[i], "teacher", teacher="test", confidence=0.9)
+    return ws
+
+
+def _train(ws, folder, epochs=1, **extra):
+    from training.train import TrainConfig, run_training
+    cfg = TrainConfig.from_dict({"backbone": f"clap:{folder}", "epochs": epochs, "batch_size": 4,
+                                 "val_fraction": 0.25, "unreviewed_weight": 1.0, "warmup_steps": 1,
+                                 "patience": 0, "log_every": 1, "name": "tiny-clap", **extra})
+    return run_training(ws, cfg)
+
+
+def test_train_save_load_index_search_evaluate(clap_ws, tiny_clap, tmp_path):
+    from core import index, search
+    from core.clap_student import ClapStudent
+    from core.models import clear_cache, get_embedder
+    from training.__main__ import main as training_main
+
+    ws = clap_ws
+    before = ClapStudent.from_pretrained(str(tiny_clap))
+    result = _train(ws, tiny_clap, epochs=2, backbone_options={"lr": 3e-3, "head_lr": 3e-3})
+    assert result.status == "finished" and result.epochs_done == 2 and result.model_id.startswith("tiny-clap-")
+
+    folder = result.model_path
+    config = json.loads((folder / "config.json").read_text())
+    assert config["kind"] == "clap" and config["model_id"] == result.model_id and config["model_type"] == "clap"
+    assert config["hearsay"]["base_model"] == str(tiny_clap)
+    for name in ("model.safetensors", "README.md", "preprocessor_config.json", "tokenizer.json"):
+        assert (folder / name).is_file(), name
+    assert not (folder / "trainer_state.pt").exists()
+    assert "tiny-clap-" in (folder / "README.md").read_text() and "base_model:" in (folder / "README.md").read_text()
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert len(epochs) == 2 and "val_t2a_r1" in epochs[-1] and epochs[-1]["clips_per_second"] > 0
+
+    clear_cache()
+    model = get_embedder(result.model_id, ws)
+    assert isinstance(model, ClapStudent) and model.model_id == result.model_id and model.dim == 16
+    waves = [ws.load_clip(c.id) for c in ws.catalog.clips()]
+    audio = model.embed_audio(waves)
+    assert audio.shape == (len(waves), 16) and np.allclose(np.linalg.norm(audio, axis=1), 1, atol=1e-5)
+    assert not np.allclose(audio, before.embed_audio(waves), atol=1e-4)          # training moved the weights
+    reloaded = ClapStudent.load(folder)                                          # and the folder holds them
+    assert np.allclose(reloaded.embed_audio(waves), audio, atol=1e-5)
+    assert np.allclose(reloaded.embed_text(CAPTIONS), model.embed_text(CAPTIONS), atol=1e-5)
+
+    report = index.sync(ws, model, captions=False)
+    assert report.embedded == len(waves) and not report.failed
+    assert report.collection == index.collection_name(ws, result.model_id)
+    assert index.collection_name(ws, result.model_id) != index.collection_name(ws, before.model_id)
+    page = search.search_text(ws, model, "a dog barks", k=3)
+    assert page.model_id == result.model_id and len(page.hits) == 3
+    text = model.embed_text(["a dog barks"])[0]
+    assert page.hits[0].model_score == pytest.approx(float(np.max(audio @ text)), abs=1e-3)
+
+    data = tmp_path / "eval"
+    data.mkdir()
+    lines = ["filename,label,caption"]
+    for i, f in enumerate(FREQS[:6]):
+        sf.write(data / f"t{i}.wav", tone(1.5, f), 16_000)
+        lines.append(f"t{i}.wav,{'low' if f < 1000 else 'high'},{CAPTIONS[i]}")
+    (data / "meta.csv").write_text("\n".join(lines) + "\n")
+    details = tmp_path / "details.json"
+    assert training_main(["evaluate", "--model", result.model_id, "--data", str(data), "--workspace", str(ws.root),
+                          "--details", str(details)]) == 0
+    out = json.loads(details.read_text())
+    assert out["model_id"] == result.model_id and out["clips"] == 6 and out["zero_shot_acc"] is not None
+
+
+def test_frozen_layers_keep_their_weights(clap_ws, tiny_clap):
+    from core.clap_student import ClapStudent
+    result = _train(clap_ws, tiny_clap, backbone_options={"freeze_audio_layers": -1, "freeze_text_layers": 1,
+                                                          "lr": 1e-2})
+    before, after = ClapStudent.load(tiny_clap).model.state_dict(), ClapStudent.load(result.model_path).model.state_dict()
+    same = {k for k in before if np.array_equal(before[k].numpy(), after[k].numpy())}
+    assert all(k in same for k in before if k.startswith("audio_model.") and "num_batches" not in k)
+    assert "text_model.encoder.layer.0.attention.self.query.weight" in same
+    assert "audio_projection.linear1.weight" not in same and "text_projection.linear1.weight" not in same
+
+
+def test_lora_needs_peft_or_trains_adapters(clap_ws, tiny_clap):
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="pip install peft"):
+            _train(clap_ws, tiny_clap, backbone_options={"lora_rank": 2})
+        return
+    result = _train(clap_ws, tiny_clap, backbone_options={"lora_rank": 2, "lr": 1e-3})
+    config = json.loads((result.model_path / "config.json").read_text())
+    from safetensors import safe_open
+    with safe_open(str(result.model_path / "model.safetensors"), "pt") as fh:
+        assert not any("lora" in k for k in fh.keys())           # merged: the folder needs no peft
+    assert config["kind"] == "clap"
+
+
+def test_student_kinds_are_checked():
+    from training.train import TrainConfig
+    assert TrainConfig().backbone == "embedded"
+    assert TrainConfig.from_dict({"backbone": "clap"}).backbone == "clap"
+    with pytest.raises(ValueError, match="unknown student"):
+        TrainConfig.from_dict({"backbone": "whisper:tiny"})
+    from training.train_clap import ClapOptions, parse_backbone
+    assert parse_backbone("clap") == ("clap", "laion/clap-htsat-unfused")
+    with pytest.raises(ValueError, match="unknown CLAP option"):
+        ClapOptions.from_dict({"lora": 4})
+
+
+def test_cli_student_flag_reaches_the_config():
+    import argparse
+
+    from training import cli_train
+    parser = argparse.ArgumentParser()
+    cli_train.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--student", "clap:some/repo", "--freeze-audio-layers", "2", "--lora-rank", "8",
+                              "--no-gradient-checkpointing", "--epochs", "3"])
+    values = cli_train.build_config(args)
+    assert values["backbone"] == "clap:some/repo" and values["epochs"] == 3
+    assert values["backbone_options"] == {"freeze_audio_layers": 2, "lora_rank": 8, "gradient_checkpointing": False}
+    assert "backbone" not in cli_train.build_config(parser.parse_args(["train"]))
+
+
+def test_missing_model_says_what_to_download(ws, tmp_path, capsys, monkeypatch):
+    from core.clap_student import ModelUnavailable, locate
+    from core.models import get_embedder
+    from training.__main__ import main as training_main
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    with pytest.raises(ModelUnavailable) as err:
+        locate("nobody/no-such-clap")
+    assert "hf download nobody/no-such-clap" in str(err.value) and str(tmp_path / "hub") in str(err.value)
+
+    empty = tmp_path / "clap-no-weights"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"model_type": "clap", "kind": "clap", "model_id": "x"}))
+    with pytest.raises(ModelUnavailable, match="has no CLAP weights"):
+        get_embedder(str(empty))
+    with pytest.raises(ModelUnavailable, match="hf download laion/clap-htsat-unfused --local-dir"):
+        locate(str(empty))
+
+    code = training_main(["train", "--workspace", str(ws.root), "--student", "clap:nobody/no-such-clap"])
+    err_text = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err_text
+    assert err_text.count("\n") == 1 and "hf download nobody/no-such-clap" in err_text
