@@ -54,7 +54,7 @@ def missing_message(source: str, folder: Path | None = None) -> str:
     repo = source if folder is None else DEFAULT_REPO
     where = (f"the folder {folder} has no CLAP weights (it needs config.json, {WEIGHTS_NAME} and "
              f"{PROCESSOR_NAME} with the tokenizer files)" if folder is not None else
-             f"the CLAP model {source!r} is not in the local Hugging Face cache ({_hub_cache()})")
+             f"the CLAP weights {source!r} are not in the local Hugging Face cache ({_hub_cache()})")
     return (f"{where}; Hearsay never downloads models. On a machine with network run "
             f"`hf download {repo}` and copy its cache folder models--{repo.replace('/', '--')} into "
             f"{_hub_cache()}, or run `hf download {repo} --local-dir /path/to/clap` and use "
@@ -78,8 +78,8 @@ def locate(source: str, ws=None) -> str:
             return str(folder.resolve())
         raise ModelUnavailable(missing_message(source, folder.resolve()))
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
-        raise ModelUnavailable(f"{source!r} is neither a folder nor a hub id like {DEFAULT_REPO!r}; "
-                               + missing_message(DEFAULT_REPO))
+        raise ModelUnavailable(f"no CLAP weights at {source!r}: no such folder, and not a hub id like "
+                               f"{DEFAULT_REPO!r}; " + missing_message(DEFAULT_REPO))
     from huggingface_hub import try_to_load_from_cache
     try:
         found = [try_to_load_from_cache(source, name) for name in (CONFIG_NAME, PROCESSOR_NAME, *WEIGHT_FILES)]

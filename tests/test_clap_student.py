@@ -113,6 +113,24 @@ def test_frozen_layers_keep_their_weights(clap_ws, tiny_clap):
     assert "audio_projection.linear1.weight" not in same and "text_projection.linear1.weight" not in same
 
 
+def test_resume_continues_after_the_last_epoch(clap_ws, tiny_clap):
+    from training.train import TrainConfig, run_training
+    first = _train(clap_ws, tiny_clap, epochs=1)
+    cfg = TrainConfig.from_dict({**json.loads((first.run_dir / "config.json").read_text()), "epochs": 2})
+    again = run_training(clap_ws, cfg, run_id=first.run_id, run_dir=first.run_dir, resume=True)
+    assert again.status == "finished" and again.epochs_done == 2 and again.model_id != first.model_id
+    rows = [json.loads(line) for line in (first.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
+
+
+def test_clap_baseline_is_the_untrained_student(tiny_clap):
+    from core.clap_student import ClapStudent
+    from training.evaluate import resolve_model
+    model = resolve_model(f"clap:{tiny_clap}", device="cpu")
+    assert isinstance(model, ClapStudent) and model.model_id == f"clap:{tiny_clap}"
+    assert model.embed_text(["a dog barks", "a siren"]).shape == (2, 16)
+
+
 def test_lora_needs_peft_or_trains_adapters(clap_ws, tiny_clap):
     try:
         import peft  # noqa: F401

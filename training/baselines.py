@@ -3,8 +3,8 @@
 - `TeacherCaptionEmbedder` ("teacher"): caption the clip with the embedded teacher, then embed
   the caption with MiniLM; texts are embedded with the same MiniLM. What search would be
   without a student.
-- `ClapEmbedder` ("clap"): LAION CLAP through transformers' `ClapModel`, only when its weights
-  are already on disk (never downloaded).
+- `ClapEmbedder` ("clap"): LAION CLAP through transformers' `ClapModel` (core.clap_student), only
+  when its weights are already on disk (never downloaded).
 """
 from __future__ import annotations
 
@@ -72,69 +72,10 @@ class TeacherCaptionEmbedder:
         return encode(list(texts), device=self.device)
 
 
-CLAP_REPO = "laion/clap-htsat-unfused"
-CLAP_SAMPLE_RATE = 48_000
-
-
-class ModelUnavailable(RuntimeError):
-    """The model's weights are not on this machine; the message says how to get them."""
-
-
-def _clap_on_disk(source: str) -> bool:
-    if Path(source).expanduser().is_dir():
-        return (Path(source).expanduser() / "config.json").is_file()
-    from huggingface_hub import try_to_load_from_cache
-    try:
-        return isinstance(try_to_load_from_cache(source, "config.json"), str)
-    except ValueError:            # a path that is not there is not a repo id either
-        return False
-
-
-def _clap_missing(source: str) -> str:
-    return (f"CLAP weights {source!r} are not on this machine (Hearsay never downloads models). "
-            f"On a machine with network run `hf download {CLAP_REPO}` and copy the Hugging Face cache "
-            "here, or point HEARSAY_CLAP_PATH at a folder holding the model.")
-
-
-class ClapEmbedder:
-    """LAION CLAP (HTSAT, unfused) from the local Hugging Face cache or a folder; never downloads."""
-
-    def __init__(self, source: str | None = None, device: str | None = None):
-        source = source or os.environ.get("HEARSAY_CLAP_PATH") or CLAP_REPO
-        if not _clap_on_disk(source):       # answer before importing torch and transformers (seconds)
-            raise ModelUnavailable(_clap_missing(source))
-        try:
-            import torch  # noqa: F401
-            from transformers import ClapFeatureExtractor, ClapModel, AutoTokenizer
-            self.model = ClapModel.from_pretrained(source, local_files_only=True).eval()
-            self.features = ClapFeatureExtractor.from_pretrained(source, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        except OSError as exc:
-            raise ModelUnavailable(_clap_missing(source)) from exc
-        from core.settings import resolve_device
-        self.device = resolve_device(device or "auto")
-        self.model.to(self.device)
-        self.model_id = f"clap:{Path(source).name if Path(source).exists() else source}"
-        self.dim = int(self.model.config.projection_dim)
-
-    def embed_audio(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-        limit = int(self.features.nb_max_samples)
-        waves48 = []
-        for w in waves:
-            w = audio.resample(np.asarray(w, np.float32), audio.SAMPLE_RATE, CLAP_SAMPLE_RATE)
-            start = max(0, (len(w) - limit) // 2)
-            waves48.append(w[start:start + limit])     # centre crop: the extractor would crop at random
-        fused = bool(getattr(self.model.config.audio_config, "enable_fusion", False))
-        inputs = self.features(waves48, sampling_rate=CLAP_SAMPLE_RATE, return_tensors="pt",
-                               truncation="fusion" if fused else "rand_trunc", padding="repeatpad")
-        with torch.inference_mode():
-            out = self.model.get_audio_features(**{k: v.to(self.device) for k, v in inputs.items()})
-        return out.pooler_output.float().cpu().numpy()
-
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-        inputs = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-        with torch.inference_mode():
-            out = self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()})
-        return out.pooler_output.float().cpu().numpy()
+def ClapEmbedder(source: str | None = None, device: str | None = None):
+    """LAION CLAP (a hub id in the local cache, or any CLAP folder) as a baseline: the untrained
+    core.clap_student.ClapStudent, never downloaded (ModelUnavailable says what to fetch)."""
+    from core.clap_student import DEFAULT_REPO, ClapStudent
+    from core.settings import resolve_device
+    source = source or os.environ.get("HEARSAY_CLAP_PATH") or DEFAULT_REPO
+    return ClapStudent.from_pretrained(source, device=resolve_device(device or "auto"))
