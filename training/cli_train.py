@@ -23,6 +23,7 @@ FLAGS = {
     "--patience": "patience", "--seed": "seed", "--device": "device", "--mixed-precision": "mixed_precision",
     "--text-trainable-layers": "text_trainable_layers", "--name": "name", "--warmup-steps": "warmup_steps",
     "--crop-min": "crop_min", "--keep": "keep",
+    "--anchor": "anchor", "--weight-anchor": "weight_anchor", "--teacher-replay": "teacher_replay",
 }
 
 

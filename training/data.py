@@ -44,7 +44,11 @@ class Pair:
 
 
 def collect_pairs(ws: Workspace, *, unreviewed_weight: float = 0.5, import_weight: float = 1.0,
-                  sources: Sequence[str] | None = None, min_confidence: float = 0.0) -> list[Pair]:
+                  sources: Sequence[str] | None = None, min_confidence: float = 0.0,
+                  teacher_replay: float = 0.0) -> list[Pair]:
+    """Every training pair (see the module docstring). `teacher_replay` > 0 keeps, beside each reviewed
+    clip's chosen caption, its newest teacher caption at that weight: reviewed captions are short and
+    repetitive, the teacher's say what else is in the clip."""
     cat = ws.catalog
     captions = cat.current_captions()
     recordings = {r.id: r for r in cat.recordings()}
@@ -70,9 +74,22 @@ def collect_pairs(ws: Workspace, *, unreviewed_weight: float = 0.5, import_weigh
             continue
         if weight <= 0:
             continue
-        pairs.append(Pair(clip.id, rec.id, f"{rec.sha256}:{clip.start:.3f}-{clip.end:.3f}", cap.text.strip(),
-                          float(weight), status, rec.source, rec.meta.get("label")))
+        key = f"{rec.sha256}:{clip.start:.3f}-{clip.end:.3f}"
+        pairs.append(Pair(clip.id, rec.id, key, cap.text.strip(), float(weight), status, rec.source,
+                          rec.meta.get("label")))
+        if teacher_replay > 0 and status in REVIEWED and cap.origin != "teacher":
+            old = [c for c in cat.captions(clip.id) if c.origin == "teacher" and c.text.strip()]
+            if old:
+                pairs.append(Pair(clip.id, rec.id, key, old[-1].text.strip(), float(teacher_replay), "replay",
+                                  rec.source, rec.meta.get("label")))
     return pairs
+
+
+def reviewed_share(pairs: Sequence[Pair]) -> float:
+    """Share of the clips whose caption a person chose (replayed teacher captions not counted): the
+    more of a workspace is reviewed, the fewer distinct captions it teaches and the more it can forget."""
+    own = [p for p in pairs if p.status != "replay"]
+    return sum(p.status in REVIEWED for p in own) / len(own) if own else 0.0
 
 
 def split_by_recording(pairs: Sequence[Pair], val_fraction: float = 0.1, seed: int = 0,

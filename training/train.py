@@ -31,6 +31,7 @@ from core.settings import ASSETS, resolve_device
 from core.student import Student, StudentConfig, collate_features
 from core.workspace import Workspace
 from training import data as D
+from training.anchor import Anchor
 from training.losses import make_loss
 
 SHIPPED = ASSETS / "student"
@@ -52,6 +53,10 @@ class TrainConfig:
     loss: str = "infonce"                # infonce | soft (see README: infonce + distill measured best)
     beta: float = 0.3                    # soft-label share given to caption similarity (loss "soft")
     distill: float = 1.0                 # weight of a cosine pull of each clip onto its own caption
+    anchor: float = 0.0                  # pull each clip's audio embedding toward the starting model's (training/anchor.py)
+    anchor_follows_review: bool = True   # scale `anchor` by the share of reviewed pairs (0 reviewed: no pull)
+    weight_anchor: float = 0.0           # L2 pull of the trainable weights toward their starting values
+    teacher_replay: float = 0.0          # reviewed clips also keep their teacher caption, at this weight (0: off)
     train_text_proj: bool = True         # False keeps the text side exactly MiniLM (prompts stay where they were)
     unreviewed_weight: float = 0.5       # teacher captions nobody reviewed (0 = leave out)
     import_weight: float = 1.0
@@ -277,13 +282,18 @@ def _train(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, star
     model.train()
 
     pairs = D.collect_pairs(ws, unreviewed_weight=cfg.unreviewed_weight, import_weight=cfg.import_weight,
-                            sources=cfg.sources or None, min_confidence=cfg.min_confidence)
+                            sources=cfg.sources or None, min_confidence=cfg.min_confidence,
+                            teacher_replay=cfg.teacher_replay)
+    strength = cfg.anchor * (D.reviewed_share(pairs) if cfg.anchor_follows_review else 1.0)
+    start = initial_student(cfg, ws) if state and (strength or cfg.weight_anchor) else model
+    anchor = Anchor(start, strength, cfg.weight_anchor)       # the model training started from, not a resumed one
     train_pairs, val_pairs = D.split_by_recording(pairs, cfg.val_fraction, cfg.seed)
     if len(train_pairs) < 2:
         raise ValueError(f"only {len(train_pairs)} training pair(s): caption and review some clips first")
     if main:
         say(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs "
-            f"({len({p.recording_id for p in val_pairs})} held-out recordings)")
+            f"({len({p.recording_id for p in val_pairs})} held-out recordings)"
+            + (f"; anchor {anchor.anchor:.2f}" if anchor.anchor else ""))
     progress = (lambda d, t, m: say(f"{m}: {d}/{t}")) if main else None
     with accelerator.main_process_first():     # one process fills the feature cache, the rest read it
         feats = D.cached_features(ws, train_pairs + val_pairs, model.config.patch_hop,
@@ -313,6 +323,7 @@ def _train(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, star
             say(f"resuming after epoch {start_epoch}")
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     raw = accelerator.unwrap_model(model)
+    anchor.to(accelerator.device)
 
     status, epoch_times = "finished", []
     completed = start_epoch
@@ -331,6 +342,8 @@ def _train(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, star
                                                  text_base=batch["text_base"], captions=batch["captions"],
                                                  emb=batch.get("emb"))
                 loss = loss_fn(audio, text, logit_scale, batch["text_base"], batch["weight"])
+                if anchor.active:
+                    loss = loss + anchor.loss(raw, batch, audio)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
