@@ -212,7 +212,8 @@ def caption_selection(ws: Workspace, teacher_name: str | None = None, *, prompt:
     """The whole job the Captions tab and the CLI start: pick the teacher, pick the clips, caption them."""
     from core.teachers import get_teacher
 
-    teacher = get_teacher(teacher_name, ws.settings, prompt=prompt or None)
+    # loading a teacher is seconds of work too; the pools its models start inherit the lower priority
+    teacher = run_niced(get_teacher, teacher_name, ws.settings, prompt=prompt or None)
     ids = select_clips(ws, selection, teacher=teacher, query=query)
     return caption_clips(ws, ids[:limit] if limit else ids, teacher, progress=progress, cancel=cancel, force=force)
 
