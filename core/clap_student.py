@@ -113,6 +113,13 @@ class ClapStudent(nn.Module):
         self.meta.setdefault("name", "hearsay-clap")
         self.source = ""                 # the folder or hub id the weights came from
         self.frozen: list[nn.Module] = []  # parts training leaves alone (train_clap.freeze_layers)
+        from transformers.audio_utils import window_function
+        # the extractor's non-fusion log-mel, in torch on the model's device (its numpy version takes
+        # ~170 ms per 10 s clip on a CPU core: a GPU would wait for it)
+        self.register_buffer("mel_window", torch.tensor(window_function(features.fft_window_size, "hann"),
+                                                        dtype=torch.float32), persistent=False)
+        self.register_buffer("mel_filters", torch.tensor(np.asarray(features.mel_filters_slaney).T,
+                                                         dtype=torch.float32), persistent=False)
         pad = int(getattr(model.config.text_config, "pad_token_id", 1) or 0)
         self.max_tokens = min(MAX_TEXT_TOKENS, int(model.config.text_config.max_position_embeddings) - pad - 1)
 
@@ -195,15 +202,29 @@ class ClapStudent(nn.Module):
         return text_inputs(self.tokenizer, texts, self.max_tokens)
 
     # -- forward -------------------------------------------------------------------------------------
-    def forward_audio(self, input_features: torch.Tensor, is_longer: torch.Tensor | None = None) -> torch.Tensor:
+    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, L] waves at the extractor's rate → [B, 1, T, mels]: ClapFeatureExtractor's non-fusion
+        features (power STFT, slaney mel, dB), in float32 whatever the autocast."""
+        with torch.autocast(waveform.device.type, enabled=False):
+            spec = torch.stft(waveform.float(), n_fft=int(self.features.fft_window_size),
+                              hop_length=int(self.features.hop_length), window=self.mel_window, center=True,
+                              pad_mode="reflect", return_complex=True)
+            mel = torch.matmul(self.mel_filters, spec.real ** 2 + spec.imag ** 2)       # [B, mels, T]
+            return (10.0 * torch.log10(mel.clamp_min(1e-10))).transpose(1, 2).unsqueeze(1)
+
+    def forward_audio(self, waveform: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
+                      is_longer: torch.Tensor | None = None) -> torch.Tensor:
+        """`audio_inputs`' tensors → [B, dim] L2-normalised audio embeddings."""
+        if waveform is not None:
+            input_features = self.log_mel(waveform)
         return self.model.get_audio_features(input_features=input_features, is_longer=is_longer).pooler_output
 
     def forward_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
 
-    def forward(self, input_features, is_longer, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, waveform=None, input_features=None, is_longer=None):
         """(audio [B, dim], text [B, dim], logit_scale): both L2-normalised, as the losses expect."""
-        return (self.forward_audio(input_features, is_longer), self.forward_text(input_ids, attention_mask),
+        return (self.forward_audio(waveform, input_features, is_longer), self.forward_text(input_ids, attention_mask),
                 self.logit_scale)
 
     # -- Embedder ------------------------------------------------------------------------------------
@@ -277,7 +298,8 @@ class ClapStudent(nn.Module):
 
 def audio_inputs(features, waves: Sequence[np.ndarray], fused: bool = False,
                  rng: np.random.Generator | None = None) -> dict:
-    """16 kHz waves → the extractor's tensors. Long clips: a centre window (a random one with `rng`)."""
+    """16 kHz waves → the model's audio inputs: `waveform` [B, L] at the extractor's rate (non-fusion
+    models), else the extractor's own tensors. Long clips: a centre window (a random one with `rng`)."""
     sr, limit = int(features.sampling_rate), int(features.nb_max_samples)
     ready = []
     for w in waves:
@@ -286,9 +308,18 @@ def audio_inputs(features, waves: Sequence[np.ndarray], fused: bool = False,
             start = int(rng.integers(0, len(w) - limit + 1)) if rng is not None else (len(w) - limit) // 2
             w = w[start:start + limit]
         ready.append(w)
-    out = features(ready, sampling_rate=sr, return_tensors="pt",
-                   truncation="fusion" if fused else "rand_trunc", padding="repeatpad")
+    if not fused:      # the waves themselves, as the extractor pads them; ClapStudent.log_mel does the rest
+        return {"waveform": torch.from_numpy(np.stack([_repeat_pad(w, limit) for w in ready]))}
+    out = features(ready, sampling_rate=sr, return_tensors="pt", truncation="fusion", padding="repeatpad")
     return {"input_features": out["input_features"], "is_longer": out.get("is_longer")}
+
+
+def _repeat_pad(w: np.ndarray, length: int) -> np.ndarray:
+    """ClapFeatureExtractor's "repeatpad": repeat a short wave whole as often as it fits, then zeros."""
+    if len(w) < length:
+        w = np.tile(w, max(1, length // max(1, len(w))))
+        w = np.pad(w, (0, length - len(w)))
+    return np.ascontiguousarray(w, dtype=np.float32)
 
 
 def text_inputs(tokenizer, texts: Sequence[str], max_tokens: int = MAX_TEXT_TOKENS) -> dict:

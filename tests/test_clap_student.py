@@ -146,6 +146,63 @@ def test_lora_needs_peft_or_trains_adapters(clap_ws, tiny_clap):
     assert config["kind"] == "clap"
 
 
+@pytest.mark.parametrize("size", ["tiny", "real"])
+def test_torch_log_mel_matches_the_feature_extractor(size):
+    """ClapStudent computes the extractor's non-fusion features in torch (fast, on the GPU): same numbers."""
+    from core.clap_student import ClapStudent, audio_inputs
+    from training.clap_configs import clap_parts, tiny_tokenizer
+    if size == "real":         # the real extractor (48 kHz, 1024-point FFT, 64 mels) on the tiny model
+        from transformers import ClapFeatureExtractor
+        model, features, tokenizer = clap_parts("tiny")[0], ClapFeatureExtractor(), tiny_tokenizer()
+    else:
+        model, features, tokenizer = clap_parts("tiny")
+    student = ClapStudent(model, features, tokenizer)
+    rng = np.random.default_rng(0)
+    waves = [tone(1.3, 440) + 0.05 * rng.standard_normal(20_800).astype(np.float32),   # shorter than the window
+             0.1 * rng.standard_normal(int(16_000 * (features.max_length_s + 1))).astype(np.float32)]  # longer
+    ours = student.log_mel(audio_inputs(features, waves)["waveform"]).numpy()
+    from core import audio
+    sr, limit = features.sampling_rate, features.nb_max_samples
+    ready = [audio.resample(w, 16_000, sr) for w in waves]
+    ready[1] = ready[1][(len(ready[1]) - limit) // 2:][:limit]                     # the same centre window
+    theirs = features(ready, sampling_rate=sr, return_tensors="np", truncation="rand_trunc",
+                      padding="repeatpad")["input_features"]
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 0.05                                      # dB
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_clap):
+    """The GPU path's checkpointing (ClapModel refuses `gradient_checkpointing_enable`), checked on a CPU;
+    the batch comes through the DataLoader's collate, which must pickle for worker processes."""
+    import pickle
+
+    import torch
+
+    from core.clap_student import ClapStudent
+    from training.losses import make_loss
+    from training.train_clap import MODEL_INPUTS, Collate, enable_checkpointing
+    student = ClapStudent.load(tiny_clap).train()
+    collate = pickle.loads(pickle.dumps(Collate(student)))
+    items = [{"wave": tone(1.0 + i / 4, 300 * (i + 1)), "caption": c, "weight": 1.0, "seed": i}
+             for i, c in enumerate(CAPTIONS[:4])]
+    batch = {k: v for k, v in collate(items).items() if k in MODEL_INPUTS}
+
+    def grads():
+        torch.manual_seed(0)                  # the same dropout masks (checkpointing replays the RNG state)
+        student.zero_grad()
+        make_loss("infonce", distill=1.0)(*student(**batch)).backward()
+        return {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+
+    calls = []
+    student.model.text_model.encoder.layer[0].attention.register_forward_hook(lambda *a: calls.append(1))
+    plain = grads()
+    assert enable_checkpointing(student) == 3 and len(calls) == 1    # 2 HTSAT stages + 1 RoBERTa layer
+    checkpointed = grads()
+    assert len(calls) == 3                                  # forward, then again during backward
+    assert plain.keys() == checkpointed.keys() and len(plain) > 50
+    assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
+
+
 def test_student_kinds_are_checked():
     from training.train import TrainConfig
     assert TrainConfig().backbone == "embedded"

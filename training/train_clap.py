@@ -28,6 +28,7 @@ from training import data as D
 from training.losses import make_loss
 
 KINDS = ("embedded", "clap")
+MODEL_INPUTS = ("input_ids", "attention_mask", "waveform", "input_features", "is_longer")
 
 
 def parse_backbone(spec: str | None) -> tuple[str, str]:
@@ -307,8 +308,7 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
                 status = "cancelled"
                 break
             with accelerator.accumulate(model):
-                audio, text, logit_scale = model(batch["input_features"], batch.get("is_longer"),
-                                                 batch["input_ids"], batch["attention_mask"])
+                audio, text, logit_scale = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
                 loss = loss_fn(audio, text, logit_scale, batch.get("text_base"), batch["weight"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
