@@ -588,7 +588,7 @@ def _fill_captions(col, entries: dict[int, ClipEntry], report: IndexReport,
         if existing.get(str(cid), {}).get("fp") != fp:
             todo.append((cid, text, fp))
     for part in _chunks(todo, 512):
-        vectors = text_encoder.encode([t for _, t, _ in part])
+        vectors = text_encoder.encode([t for _, t, _ in part], bulk=True)    # never in the queries' way
         col.upsert(ids=[str(c) for c, _, _ in part], embeddings=vectors,
                    metadatas=[{"clip_id": c, "fp": fp} for c, _, fp in part])
     report.captions_embedded = len(todo)

@@ -267,36 +267,38 @@ def test_result_players_find_their_wav_by_content_key(tone_ws):
 
 
 # -- throughput under load -----------------------------------------------------------------------------------
-def test_a_query_gets_the_text_encoder_before_the_next_chunk_of_a_bulk_encoding(monkeypatch):
-    """An index filling its captions (a caption job publishes some every second) encodes them in
-    chunks; a search query waiting meanwhile goes before the next chunk, not after them all."""
-    import time
+def test_a_query_never_waits_for_a_bulk_encoding(monkeypatch):
+    """An index filling its captions (a caption job publishes some every second) encodes them on a
+    niced thread; a query waiting for the same encoder waited for that slow thread. Long calls have
+    a copy of their own: a query is answered while one is still running."""
     from core import text_encoder
-    calls, first_chunk, query_waits = [], threading.Event(), threading.Event()
+    release, calls = threading.Event(), []
 
     class Model:
+        def __init__(self, bulk):
+            self.bulk = bulk
+
         def encode(self, texts, **kw):
-            calls.append(list(texts))
-            if len(calls) == 1:
-                first_chunk.set()
-                query_waits.wait(10)                           # the query has queued behind this chunk
+            calls.append((self.bulk, len(texts)))
+            if self.bulk:
+                release.wait(10)                               # a slow background encoding
             return np.ones((len(texts), 384), np.float32)
-    monkeypatch.setattr(text_encoder, "get_text_encoder", lambda device="cpu": Model())
+    copies = {False: Model(False), True: Model(True)}
+    monkeypatch.setattr(text_encoder, "get_text_encoder", lambda device="cpu", bulk=False: copies[bulk])
     monkeypatch.setattr(text_encoder, "_recent", type(text_encoder._recent)())
-    bulk = [f"caption {i}" for i in range(3 * text_encoder.BULK_CHUNK)]
-    filling = threading.Thread(target=text_encoder.encode, args=(bulk,))
+    filling = threading.Thread(target=text_encoder.encode, args=(["a beep", "a hum"],), kwargs={"bulk": True})
     filling.start()
-    first_chunk.wait(10)
-    query = threading.Thread(target=text_encoder.encode, args=(["a dog barking"],))
-    query.start()
-    deadline = time.monotonic() + 10
-    while text_encoder._queries_waiting == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    query_waits.set()
-    filling.join(10)
-    query.join(10)
-    assert [len(c) for c in calls] == [text_encoder.BULK_CHUNK, 1, text_encoder.BULK_CHUNK, text_encoder.BULK_CHUNK]
-    assert calls[1] == ["a dog barking"]
+    try:
+        done = threading.Thread(target=text_encoder.encode, args=(["a dog barking"],))
+        done.start()
+        done.join(5)
+        assert not done.is_alive() and (False, 1) in calls          # answered while the bulk call still runs
+        assert filling.is_alive()
+    finally:
+        release.set()
+        filling.join(10)
+    text_encoder.encode([f"caption {i}" for i in range(40)])        # long calls go to the bulk copy by default
+    assert calls[-1] == (True, 40) and len(text_encoder._recent) == 1
 
 
 def test_a_search_answers_at_once_and_the_catch_up_runs_behind_it(tone_ws):
@@ -377,7 +379,7 @@ def test_a_query_text_is_encoded_once_for_the_model_and_the_captions(monkeypatch
     from core import text_encoder
     calls = []
     monkeypatch.setattr(text_encoder, "_encode",
-                        lambda texts, batch_size, device: calls.append(list(texts)) or np.eye(384, dtype=np.float32)[
+                        lambda texts, batch_size, device, bulk=False: calls.append(list(texts)) or np.eye(384, dtype=np.float32)[
                             [len(t) % 384 for t in texts]])
     monkeypatch.setattr(text_encoder, "_recent", type(text_encoder._recent)())
     a = text_encoder.encode(["a dog barks", "rain"])
