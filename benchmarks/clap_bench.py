@@ -86,7 +86,7 @@ def bench_size(size: str, device: str, batch: int, n_index: int, steps: int) -> 
     from core.clap_student import ClapStudent
     from training.clap_configs import clap_parts
     from training.losses import make_loss
-    from training.train_clap import MODEL_INPUTS, Collate, enable_checkpointing
+    from training.train_clap import Collate, enable_checkpointing
     model, features, tokenizer = clap_parts(size)
     student = ClapStudent(model, features, tokenizer, {"base_model": f"random-{size}"}).to(device)
     params = sum(p.numel() for p in student.parameters())
@@ -102,10 +102,10 @@ def bench_size(size: str, device: str, batch: int, n_index: int, steps: int) -> 
 
     def step():
         b = collate(items)
-        b = {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
+        inputs = {k: v.to(device) for k, v in b["inputs"].items()}
         with autocast:
-            audio, text, scale = student(**{k: v for k, v in b.items() if k in MODEL_INPUTS})
-            loss = loss_fn(audio, text, scale, None, b["weight"])
+            audio, text, scale = student(**inputs)
+            loss = loss_fn(audio, text, scale, None, b["weight"].to(device))
         loss.backward()
         opt.step()
         opt.zero_grad()

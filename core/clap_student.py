@@ -37,57 +37,52 @@ class ModelUnavailable(RuntimeError):
 
 
 # -- finding the weights ------------------------------------------------------------------------------
-def is_clap_folder(folder: str | Path) -> bool:
-    """Whether a checkpoint folder holds a CLAP student (its config.json carries `"kind": "clap"`)."""
-    try:
-        return json.loads((Path(folder) / CONFIG_NAME).read_text()).get("kind") == KIND
-    except (OSError, ValueError):
-        return False
-
-
 def _hub_cache() -> str:
     from huggingface_hub import constants
     return str(constants.HF_HUB_CACHE)
 
 
-def missing_message(source: str, folder: Path | None = None) -> str:
-    repo = source if folder is None else DEFAULT_REPO
-    where = (f"the folder {folder} has no CLAP weights (it needs config.json, {WEIGHTS_NAME} and "
-             f"{PROCESSOR_NAME} with the tokenizer files)" if folder is not None else
-             f"the CLAP weights {source!r} are not in the local Hugging Face cache ({_hub_cache()})")
+def missing_message(source: str, folder: Path | None = None, *, what: str = "CLAP", example: str = DEFAULT_REPO,
+                    needs: Sequence[str] = (CONFIG_NAME, WEIGHTS_NAME, PROCESSOR_NAME), use: str = "clap:{}") -> str:
+    repo = source if folder is None else example
+    where = (f"the folder {folder} has no {what} weights (it needs {', '.join(needs)})" if folder is not None else
+             f"the {what} weights {source!r} are not in the local Hugging Face cache ({_hub_cache()})")
     return (f"{where}; Hearsay never downloads models. On a machine with network run "
             f"`hf download {repo}` and copy its cache folder models--{repo.replace('/', '--')} into "
-            f"{_hub_cache()}, or run `hf download {repo} --local-dir /path/to/clap` and use "
-            f"`clap:/path/to/clap`.")
+            f"{_hub_cache()}, or run `hf download {repo} --local-dir /path/to/model` and use "
+            f"`{use.format('/path/to/model')}`.")
 
 
-def locate(source: str, ws=None) -> str:
+def locate(source: str, ws=None, *, what: str = "CLAP", example: str = DEFAULT_REPO,
+           needs: Sequence[str] = (CONFIG_NAME, PROCESSOR_NAME), weights: Sequence[str] = WEIGHT_FILES,
+           use: str = "clap:{}") -> str:
     """A folder path or a cached hub id that `from_pretrained(..., local_files_only=True)` will load.
 
-    `source`: a folder, a workspace model id (a CLAP run registered before) or a hub repo id."""
-    source = str(source or DEFAULT_REPO).strip()
+    `source`: a folder, a workspace model id (a run registered before) or a hub repo id. The folder
+    (or cached repo) must hold every file in `needs` and one of `weights`; else ModelUnavailable."""
+    source = str(source or example).strip()
     folder = Path(source).expanduser()
+    words = dict(what=what, example=example, needs=[*needs, " or ".join(weights)], use=use)
     if ws is not None and not folder.exists():
         try:
             folder = Path(ws.catalog.get_model(source).path)
         except (KeyError, LookupError):
             pass
     if folder.is_dir():
-        if (folder / CONFIG_NAME).is_file() and (folder / PROCESSOR_NAME).is_file() \
-                and any((folder / w).is_file() for w in WEIGHT_FILES):
+        if all((folder / n).is_file() for n in needs) and (not weights or any((folder / w).is_file() for w in weights)):
             return str(folder.resolve())
-        raise ModelUnavailable(missing_message(source, folder.resolve()))
+        raise ModelUnavailable(missing_message(source, folder.resolve(), **words))
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
-        raise ModelUnavailable(f"no CLAP weights at {source!r}: no such folder, and not a hub id like "
-                               f"{DEFAULT_REPO!r}; " + missing_message(DEFAULT_REPO))
+        raise ModelUnavailable(f"no {what} weights at {source!r}: no such folder, and not a hub id like "
+                               f"{example!r}; " + missing_message(example, **words))
     from huggingface_hub import try_to_load_from_cache
     try:
-        found = [try_to_load_from_cache(source, name) for name in (CONFIG_NAME, PROCESSOR_NAME, *WEIGHT_FILES)]
+        have = [isinstance(try_to_load_from_cache(source, n), str) for n in needs]
+        have_weights = [isinstance(try_to_load_from_cache(source, w), str) for w in weights]
     except ValueError:
-        found = []
-    if len(found) < 3 or not all(isinstance(f, str) for f in found[:2]) \
-            or not any(isinstance(f, str) for f in found[2:]):
-        raise ModelUnavailable(missing_message(source))
+        have, have_weights = [False], [False]
+    if not all(have) or (weights and not any(have_weights)):
+        raise ModelUnavailable(missing_message(source, **words))
     return source
 
 

@@ -6,8 +6,8 @@ Names:
 - a model id registered in the workspace catalogue (a finished training run);
 - a path to a checkpoint folder (config.json + model.safetensors): for admins and local tools only
   (`allow_folders=False` refuses it, for callers who may use only the listed models).
-A folder whose config.json says `"kind": "clap"` loads as core.clap_student.ClapStudent, any other
-as the embedded core.student.Student.
+A folder's config.json `kind` picks the class: "clap" core.clap_student.ClapStudent, "combine"
+core.combine_student.CombineStudent, none the embedded core.student.Student.
 """
 from __future__ import annotations
 
@@ -62,7 +62,6 @@ def get_embedder(name: str = "active", ws: Workspace | None = None, device: str 
 
     On a CPU, a verified ONNX export beside the checkpoint (`python -m training export-onnx`) is
     served with onnxruntime instead; `HEARSAY_ONNX=0` turns that off. `allow_folders`: see resolve_path."""
-    from core.clap_student import is_clap_folder
     from core.student import WEIGHTS_NAME, Student
     folder = resolve_path(name, ws, allow_folders=allow_folders)
     weights = folder / WEIGHTS_NAME
@@ -74,12 +73,23 @@ def get_embedder(name: str = "active", ws: Workspace | None = None, device: str 
             if onnx:
                 from core.onnx_student import OnnxStudent
                 _cache[key] = OnnxStudent(onnx.parent)
-            elif is_clap_folder(folder):       # a fine-tuned CLAP (config.json "kind": "clap")
+            elif checkpoint_kind(folder) == "clap":          # a fine-tuned CLAP (core.clap_student)
                 from core.clap_student import ClapStudent
                 _cache[key] = ClapStudent.load(folder, device=device)
+            elif checkpoint_kind(folder) == "combine":       # audio encoder + text model (core.combine_student)
+                from core.combine_student import CombineStudent
+                _cache[key] = CombineStudent.load(folder, device=device)
             else:
                 _cache[key] = Student.load(folder, device=device)
         return _cache[key]
+
+
+def checkpoint_kind(folder: Path) -> str:
+    """The student kind a checkpoint folder holds: its config.json `kind`, else "embedded"."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("kind") or "embedded"
+    except (OSError, ValueError):
+        return "embedded"
 
 
 def onnx_export_for(folder: Path, device: str = "cpu") -> Path | None:

@@ -180,12 +180,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_clap):
 
     from core.clap_student import ClapStudent
     from training.losses import make_loss
-    from training.train_clap import MODEL_INPUTS, Collate, enable_checkpointing
+    from training.train_clap import Collate, enable_checkpointing
     student = ClapStudent.load(tiny_clap).train()
     collate = pickle.loads(pickle.dumps(Collate(student)))
     items = [{"wave": tone(1.0 + i / 4, 300 * (i + 1)), "caption": c, "weight": 1.0, "seed": i}
              for i, c in enumerate(CAPTIONS[:4])]
-    batch = {k: v for k, v in collate(items).items() if k in MODEL_INPUTS}
+    batch = collate(items)["inputs"]
 
     def grads():
         torch.manual_seed(0)                  # the same dropout masks (checkpointing replays the RNG state)

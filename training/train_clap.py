@@ -1,6 +1,10 @@
-"""Fine-tune a CLAP student (`--student clap:ID`): training/train.py's run, for core.clap_student.ClapStudent.
+"""Fine-tune a pretrained student: training/train.py's run for the `clap` and `combine` backbones.
 
     python -m training train --workspace W --student clap:laion/clap-htsat-unfused --epochs 5 --batch-size 64
+    python -m training train --workspace W --student combine:facebook/wav2vec2-base+minilm
+
+- `clap:<hub id, folder or model id>`: core.clap_student.ClapStudent (a transformers ClapModel);
+- `combine:<audio encoder>+<sentence-transformers model>`: core.combine_student.CombineStudent.
 
 `run_training` hands over here when `TrainConfig.backbone` is not `embedded`: same run folder, catalogue
 row, metrics.jsonl, last/ + best/ checkpoints, resume, registration and losses (InfoNCE / soft, with
@@ -22,24 +26,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.clap_student import DEFAULT_REPO, ClapStudent, audio_inputs, text_inputs
+from core import clap_student, combine_student
+from core.clap_student import DEFAULT_REPO, ClapStudent
 from core.metrics import retrieval_report, zero_shot_accuracy
 from training import data as D
 from training.losses import make_loss
 
-KINDS = ("embedded", "clap")
-MODEL_INPUTS = ("input_ids", "attention_mask", "waveform", "input_features", "is_longer")
+KINDS = ("embedded", "clap", "combine")
 
 
 def parse_backbone(spec: str | None) -> tuple[str, str]:
-    """`embedded` | `clap` | `clap:<repo-or-folder-or-model-id>` → (kind, id)."""
+    """`embedded` | `clap[:<repo-or-folder-or-model-id>]` | `combine:<audio>[+<text>]` → (kind, id)."""
     kind, _, ident = (spec or "embedded").strip().partition(":")
     if kind == "embedded" and not ident:
         return kind, ""
     if kind == "clap":
         return kind, ident.strip() or DEFAULT_REPO
-    raise ValueError(f"unknown student {spec!r}: use 'embedded' or 'clap:<hub id or folder>' "
-                     f"(e.g. clap:{DEFAULT_REPO})")
+    if kind == "combine" and ident.strip():
+        combine_student.parse(ident)
+        return kind, ident.strip()
+    raise ValueError(f"unknown student {spec!r}: use 'embedded', 'clap:<hub id or folder>' (e.g. clap:{DEFAULT_REPO}) "
+                     f"or 'combine:<audio encoder>+<sentence-transformers model>' "
+                     f"(e.g. combine:{combine_student.EXAMPLE}+{combine_student.MINILM})")
+
+
+def load_student(kind: str, source: str, ws=None, checkpoint: Path | None = None):
+    """The starting model: a run's checkpoint when resuming, else the pretrained source."""
+    if kind == "clap":
+        return ClapStudent.load(checkpoint) if checkpoint else ClapStudent.from_pretrained(source, ws)
+    cls = combine_student.CombineStudent
+    return cls.load(checkpoint) if checkpoint else cls.from_sources(*combine_student.parse(source), ws=ws)
 
 
 @dataclass
@@ -64,8 +80,12 @@ class ClapOptions:
 
 
 # -- the model's trainable parts -----------------------------------------------------------------------
-def freeze_layers(student: ClapStudent, audio_layers: int, text_layers: int) -> None:
+def freeze_layers(student, audio_layers: int, text_layers: int) -> None:
     """Freeze the bottom of each tower: embeddings first, then `n` stages / layers (-1: everything)."""
+    if isinstance(student, combine_student.CombineStudent):
+        _freeze_bottom(student, student.encoder, audio_layers)
+        _freeze_bottom(student, student.text_model, text_layers)
+        return
     audio, text = student.model.audio_model.audio_encoder, student.model.text_model
     if audio_layers:
         stages = list(audio.layers)
@@ -81,7 +101,24 @@ def freeze_layers(student: ClapStudent, audio_layers: int, text_layers: int) -> 
         _freeze(student, parts)
 
 
-def _freeze(student: ClapStudent, modules) -> None:
+def _freeze_bottom(student, tower, n: int) -> None:
+    """Any transformer tower: its longest layer list is "the layers"; everything but layers[n:] and the
+    norms after them freezes (n = -1: the whole tower)."""
+    if not n:
+        return
+    if n < 0:
+        _freeze(student, [tower])
+        return
+    lists = [m for m in tower.modules() if isinstance(m, torch.nn.ModuleList)]
+    layers = max(lists, key=len) if lists else []
+    keep = {id(p) for layer in list(layers)[n:] for p in layer.parameters()}
+    keep |= {id(p) for name, m in tower.named_modules() if name.split(".")[-1] in ("layer_norm", "layernorm", "norm")
+             and not any(layer is m or m in layer.modules() for layer in layers) for p in m.parameters()}
+    frozen = [m for m in tower.modules() if not list(m.children()) and not any(id(p) in keep for p in m.parameters())]
+    _freeze(student, frozen)
+
+
+def _freeze(student, modules) -> None:
     for m in modules:
         for p in m.parameters():
             p.requires_grad_(False)
@@ -91,6 +128,8 @@ def _freeze(student: ClapStudent, modules) -> None:
 
 def add_lora(student: ClapStudent, rank: int, alpha: float) -> None:
     """Wrap the ClapModel with peft LoRA adapters on every attention projection; projections stay trainable."""
+    if not isinstance(student, ClapStudent):
+        raise ValueError("LoRA (--lora-rank) is offered for clap students only")
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -101,7 +140,7 @@ def add_lora(student: ClapStudent, rank: int, alpha: float) -> None:
     student.model = get_peft_model(student.model, config)
 
 
-def enable_checkpointing(student: ClapStudent) -> int:
+def enable_checkpointing(student) -> int:
     """Gradient checkpointing on every HTSAT stage and RoBERTa layer. ClapModel does not declare support
     (`gradient_checkpointing_enable` refuses), but its layers are transformers' checkpointing layers."""
     from functools import partial
@@ -109,7 +148,7 @@ def enable_checkpointing(student: ClapStudent) -> int:
     from torch.utils.checkpoint import checkpoint
     from transformers.modeling_layers import GradientCheckpointingLayer
     n = 0
-    for m in student.model.modules():
+    for m in student.modules():
         if isinstance(m, GradientCheckpointingLayer):
             m.gradient_checkpointing = True
             m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
@@ -117,14 +156,14 @@ def enable_checkpointing(student: ClapStudent) -> int:
     return n
 
 
-def param_groups(student: ClapStudent, opts: ClapOptions, weight_decay: float) -> list[dict]:
+def param_groups(student, opts: ClapOptions, weight_decay: float) -> list[dict]:
     towers, head, scale = [], [], []
     for name, p in student.named_parameters():
         if not p.requires_grad:
             continue
         if "logit_scale" in name:
             scale.append(p)
-        elif "projection" in name:
+        elif "_proj" in name:             # CLAP's audio/text_projection, the combined student's audio/text_proj
             head.append(p)
         else:
             towers.append(p)
@@ -183,18 +222,31 @@ class WaveDataset(torch.utils.data.Dataset):
 
 
 class Collate:
-    """Waves → the extractor's tensors (a random window of long clips), captions → token ids. Holds only
-    the processor parts (picklable), so DataLoader workers do the feature extraction."""
+    """Waves → the audio tower's inputs (a random window of long clips), captions → token ids, as
+    `batch["inputs"]` for the model's forward. Holds only processor parts (picklable), so DataLoader
+    workers do this work."""
 
-    def __init__(self, student: ClapStudent):
-        self.features, self.tokenizer = student.features, student.tokenizer
-        self.fused, self.max_tokens = student.fused, student.max_tokens
+    def __init__(self, student):
+        self.combined = isinstance(student, combine_student.CombineStudent)
+        self.features = student.features
+        if self.combined:
+            self.tokenizer, self.max_tokens = student.text_model[0].tokenizer, student.text_model.max_seq_length
+            self.max_seconds, self.whisper = float(student.meta["max_seconds"]), student.whisper
+        else:
+            self.tokenizer, self.max_tokens, self.fused = student.tokenizer, student.max_tokens, student.fused
 
     def __call__(self, items) -> dict:
         rng = np.random.default_rng(items[0]["seed"])
-        batch = {**audio_inputs(self.features, [it["wave"] for it in items], self.fused, rng),
-                 **text_inputs(self.tokenizer, [it["caption"] for it in items], self.max_tokens)}
-        batch["weight"] = torch.tensor([it["weight"] for it in items], dtype=torch.float32)
+        waves, captions = [it["wave"] for it in items], [it["caption"] for it in items]
+        if self.combined:
+            tokens = self.tokenizer(captions, padding=True, truncation="longest_first", max_length=self.max_tokens,
+                                    return_tensors="pt")
+            inputs = {"audio": combine_student.audio_inputs(self.features, waves, self.max_seconds, self.whisper, rng),
+                      "text": {k: v for k, v in tokens.items() if torch.is_tensor(v)}}
+        else:
+            inputs = {**clap_student.audio_inputs(self.features, waves, self.fused, rng),
+                      **clap_student.text_inputs(self.tokenizer, captions, self.max_tokens)}
+        batch = {"inputs": inputs, "weight": torch.tensor([it["weight"] for it in items], dtype=torch.float32)}
         if "text_base" in items[0]:
             batch["text_base"] = torch.from_numpy(np.stack([it["text_base"] for it in items]))
         return batch
@@ -202,7 +254,7 @@ class Collate:
 
 # -- validation ----------------------------------------------------------------------------------------
 @torch.no_grad()
-def validate(student: ClapStudent, pairs, paths) -> dict:
+def validate(student, pairs, paths) -> dict:
     """R@1/5/10 both ways on held-out clips (a caption matches every clip with the same caption), a
     hard-target InfoNCE loss, and zero-shot accuracy when the clips carry labels."""
     if not pairs:
@@ -235,16 +287,20 @@ def _soft_ce(logits: np.ndarray, target: np.ndarray) -> float:
 
 # -- the run -------------------------------------------------------------------------------------------
 def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, should_stop, started):
-    """training/train.py `_train`'s counterpart for a CLAP backbone; returns a train.TrainResult."""
+    """training/train.py `_train`'s counterpart for the clap and combine backbones; returns a train.TrainResult."""
     from training import train as T
     main = accelerator.is_main_process
-    _, source = parse_backbone(cfg.backbone)
+    kind, source = parse_backbone(cfg.backbone)
     opts = ClapOptions.from_dict(cfg.backbone_options)
     cuda = accelerator.device.type == "cuda"
     state = T._load_state(run_dir) if resume else None
-    student = ClapStudent.load(run_dir / "last") if state else ClapStudent.from_pretrained(source, ws)
-    student.name = cfg.name if cfg.name != "hearsay-student" else "hearsay-clap"
+    student = load_student(kind, source, ws, run_dir / "last" if state else None)
+    student.name = cfg.name if cfg.name != "hearsay-student" else f"hearsay-{kind}"
     student.meta["base_model"] = student.meta.get("base_model") if state else source
+    # CLAP keeps two temperatures; the shared losses train one (ClapStudent.logit_scale). The other gets no
+    # gradient, which DDP would refuse under Accelerate on several GPUs.
+    if kind == "clap":
+        student.model.logit_scale_t.requires_grad_(False)
     freeze_layers(student, opts.freeze_audio_layers, opts.freeze_text_layers)
     if opts.lora_rank > 0:
         add_lora(student, opts.lora_rank, opts.lora_alpha)
@@ -253,7 +309,7 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
     if main:
         trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
         total = sum(p.numel() for p in student.parameters())
-        T.say(f"run {run_id}: CLAP student from {source}: {trainable:,} of {total:,} parameters train"
+        T.say(f"run {run_id}: {kind} student from {source}: {trainable:,} of {total:,} parameters train"
               + (f", LoRA rank {opts.lora_rank}" if opts.lora_rank else "")
               + (f", gradient checkpointing on {checkpointed} layers" if checkpointed else "")
               + f"; device {accelerator.device}, precision {accelerator.mixed_precision}, "
@@ -308,7 +364,7 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
                 status = "cancelled"
                 break
             with accelerator.accumulate(model):
-                audio, text, logit_scale = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS})
+                audio, text, logit_scale = model(**batch["inputs"])
                 loss = loss_fn(audio, text, logit_scale, batch.get("text_base"), batch["weight"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -345,7 +401,7 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
             if improved:
                 best = {k: v for k, v in row.items() if k.startswith("val_") or k in ("epoch", "loss")}
             card = T._card(cfg, train_pairs, val_pairs, best, epoch + 1)
-            card["training"].update({"student": f"clap:{source}", "learning rates": f"{opts.lr} / {opts.head_lr}",
+            card["training"].update({"student": f"{kind}:{source}", "learning rates": f"{opts.lr} / {opts.head_lr}",
                                      "options": {k: v for k, v in dataclasses.asdict(opts).items()}})
             T._save_last(raw, card, run_dir, optimizer, scheduler, epoch + 1, step, best, bad)
             if improved:
