@@ -44,12 +44,15 @@ def register(sub) -> None:
         p.add_argument(flag, dest=name, type=type(value), default=None, help=f"default {value!r}", **kwargs)
     p.add_argument("--source", dest="sources", action="append", help="train only on this source (repeatable)")
     p.add_argument("--student", dest="backbone", metavar="KIND[:ID]",
-                   help="student backbone: 'embedded' (default; the small CPU model) or 'clap:<hub id or folder>' "
-                        "(fine-tunes a CLAP model, e.g. clap:laion/clap-htsat-unfused; a GPU is advised)")
+                   help="student backbone: 'embedded' (default; the small CPU model), 'clap:<hub id or folder>' "
+                        "(fine-tunes a CLAP model, e.g. clap:laion/clap-htsat-unfused) or "
+                        "'combine:<audio encoder>+<sentence-transformers model>' (e.g. "
+                        "combine:facebook/wav2vec2-base+minilm, minilm being the packaged text model); "
+                        "a GPU is advised for both")
     for flag, (name, kind, text) in CLAP_FLAGS.items():
-        p.add_argument(flag, dest=f"opt_{name}", type=kind, help=f"clap: {text}")
+        p.add_argument(flag, dest=f"opt_{name}", type=kind, metavar="N" if kind is int else "LR", help=text)
     p.add_argument("--no-gradient-checkpointing", dest="opt_gradient_checkpointing", action="store_const",
-                   const=False, help="clap: keep activations (faster, more GPU memory)")
+                   const=False, help="clap/combine: keep activations (faster, more GPU memory)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint (of --run-dir, "
                                                           "else the newest unfinished run)")
     p.add_argument("--run-dir", help="run folder (set by the Train tab)")
@@ -57,14 +60,14 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-# flag → train_clap.ClapOptions field, for `--student clap:...` (stored in TrainConfig.backbone_options)
+# flag → train_clap.ClapOptions field, for `--student clap:...` / `combine:...` (TrainConfig.backbone_options)
 CLAP_FLAGS = {
-    "--freeze-audio-layers": ("freeze_audio_layers", int, "bottom N audio stages stay fixed (-1: the whole tower)"),
-    "--freeze-text-layers": ("freeze_text_layers", int, "bottom N text layers stay fixed (-1: the whole tower)"),
-    "--lora-rank": ("lora_rank", int, "train LoRA adapters of this rank instead of the towers (needs peft)"),
-    "--clap-lr": ("lr", float, "learning rate of the encoder towers (default 1e-5)"),
-    "--head-lr": ("head_lr", float, "learning rate of the projections and temperature (default 1e-4)"),
-    "--workers": ("num_workers", int, "data loader processes (default 4 on CUDA, 0 on CPU)"),
+    "--freeze-audio-layers": ("freeze_audio_layers", int, "clap/combine: bottom N audio stages stay fixed (-1: the whole tower)"),
+    "--freeze-text-layers": ("freeze_text_layers", int, "clap/combine: bottom N text layers stay fixed (-1: the whole tower)"),
+    "--lora-rank": ("lora_rank", int, "clap: train LoRA adapters of this rank instead of the towers (needs peft)"),
+    "--clap-lr": ("lr", float, "clap/combine: learning rate of the encoder towers (default 1e-5)"),
+    "--head-lr": ("head_lr", float, "clap/combine: learning rate of the projections and temperature (default 1e-4)"),
+    "--workers": ("num_workers", int, "clap/combine: data loader processes (default 4 on CUDA, 0 on CPU)"),
 }
 
 

@@ -75,7 +75,8 @@ class TrainConfig:
     student: dict = field(default_factory=dict)        # StudentConfig values for base_model="fresh"
     name: str = "hearsay-student"
     log_every: int = 10                  # steps between train-metric rows
-    backbone: str = "embedded"           # the student: embedded | clap:<hub id or folder> (training/train_clap.py)
+    backbone: str = "embedded"           # the student: embedded | clap:<hub id or folder> | combine:<audio>+<text>
+                                         # (the last two: training/train_clap.py)
     backbone_options: dict = field(default_factory=dict)   # that backbone's own settings (train_clap.ClapOptions)
 
     @classmethod
