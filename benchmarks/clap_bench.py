@@ -1,10 +1,13 @@
-"""CLAP students (issue 17): clips/s and peak memory of one training step and of indexing, per model size.
+"""Pretrained-backbone students (issue 17): clips/s and peak memory of one training step and of indexing,
+per kind (clap, combine) and size.
 
-    python -m benchmarks.clap_bench [--quick] [--sizes tiny real] [--batch 8] [--device cpu|cuda] [--json out.json]
+    python -m benchmarks.clap_bench [--quick] [--kinds clap combine] [--sizes tiny real] [--batch 8]
+                                    [--device cpu|cuda] [--json out.json]
 
-Models are random weights built from configs (training/clap_configs.py: `tiny`, and `real` = the
-laion/clap-htsat-unfused architecture), so nothing is downloaded and the compute per clip is the real
-one. Clips are 5 s of 16 kHz noise-and-tone, as the app indexes them.
+Models are random weights built from configs, so nothing is downloaded and the compute per clip is the
+real one: clap `tiny` / `real` (= laion/clap-htsat-unfused's architecture; training/clap_configs.py),
+combine `tiny` (training/combine_configs.py) / `real` (wav2vec2-base's architecture + the packaged
+MiniLM). Clips are 5 s of 16 kHz noise-and-tone, as the app indexes them.
 
 - train step: one AdamW step of the InfoNCE + distill loss on a batch (feature extraction and
   tokenising included, as the DataLoader does it), after one warm-up step; bf16 autocast on CUDA;
@@ -80,15 +83,35 @@ def clips(n: int, seconds: float = 5.0, seed: int = 0) -> list[np.ndarray]:
             .astype(np.float32) for _ in range(n)]
 
 
-def bench_size(size: str, device: str, batch: int, n_index: int, steps: int) -> dict:
+def build(kind: str, size: str, work: Path):
+    """A random student of that kind and size (see the module docstring)."""
+    if kind == "clap":
+        from core.clap_student import ClapStudent
+        from training.clap_configs import clap_parts
+        return ClapStudent(*clap_parts(size), {"base_model": f"random-{size}"})
+    from core.combine_student import MINILM, CombineStudent, _load_encoder, _load_text, locate_text
+    from training.combine_configs import build_audio_encoder_folder, build_sentence_folder
+    if size == "tiny":
+        audio_dir, text_dir = build_audio_encoder_folder(work / "w2v"), str(build_sentence_folder(work / "st"))
+    else:                          # wav2vec2-base's shapes (the config defaults) + the packaged MiniLM
+        from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+        audio_dir = work / "w2v-base"
+        Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(audio_dir)
+        Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(audio_dir)
+        text_dir = locate_text(MINILM)
+    encoder, features = _load_encoder(str(audio_dir))
+    return CombineStudent(encoder, features, _load_text(text_dir), {"base_model": f"random-{size}"})
+
+
+def bench_size(kind: str, size: str, device: str, batch: int, n_index: int, steps: int) -> dict:
+    import tempfile
+
     import torch
 
-    from core.clap_student import ClapStudent
-    from training.clap_configs import clap_parts
     from training.losses import make_loss
     from training.train_clap import Collate, enable_checkpointing
-    model, features, tokenizer = clap_parts(size)
-    student = ClapStudent(model, features, tokenizer, {"base_model": f"random-{size}"}).to(device)
+    with tempfile.TemporaryDirectory() as work:
+        student = build(kind, size, Path(work)).to(device)
     params = sum(p.numel() for p in student.parameters())
     if device == "cuda":
         enable_checkpointing(student)
@@ -102,7 +125,7 @@ def bench_size(size: str, device: str, batch: int, n_index: int, steps: int) -> 
 
     def step():
         b = collate(items)
-        inputs = {k: v.to(device) for k, v in b["inputs"].items()}
+        inputs = to_device(b["inputs"], device)
         with autocast:
             audio, text, scale = student(**inputs)
             loss = loss_fn(audio, text, scale, None, b["weight"].to(device))
@@ -125,7 +148,7 @@ def bench_size(size: str, device: str, batch: int, n_index: int, steps: int) -> 
         for _ in range(steps):
             step()
         train_s = (time.perf_counter() - t0) / steps
-    return {"size": size, "device": device, "params_m": round(params / 1e6, 2), "batch": batch,
+    return {"kind": kind, "size": size, "device": device, "params_m": round(params / 1e6, 2), "batch": batch,
             "train_clips_per_s": round(batch / train_s, 2), "train_step_s": round(train_s, 3),
             "train_peak_mb": round(mem_train.peak / 2**20, 1),
             "index_clips": n_index, "index_clips_per_s": round(n_index / index_s, 2),
@@ -133,9 +156,14 @@ def bench_size(size: str, device: str, batch: int, n_index: int, steps: int) -> 
             "train_top_mb": round(mem_train.top / 2**20, 1), "index_top_mb": round(mem_index.top / 2**20, 1)}
 
 
+def to_device(inputs: dict, device: str) -> dict:
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in inputs.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.clap_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny size only")
+    p.add_argument("--kinds", nargs="+", default=["clap", "combine"], choices=["clap", "combine"])
     p.add_argument("--sizes", nargs="+", default=["tiny", "real"], choices=["tiny", "real"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--clips", type=int, help="clips to index (default 64 tiny, 16 real on CPU, 512 on CUDA)")
@@ -147,12 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     sizes = ["tiny"] if args.quick else args.sizes
     rows = []
-    for size in sizes:
+    for kind, size in [(k, z) for k in args.kinds for z in sizes]:
         n_index = args.clips or (512 if device == "cuda" else 64 if size == "tiny" else 16)
         steps = args.steps or (5 if size == "tiny" else 2)
-        rows.append(bench_size(size, device, args.batch, n_index, steps))
+        rows.append(bench_size(kind, size, device, args.batch, n_index, steps))
         r = rows[-1]
-        print(f"{size:5s} {r['params_m']:7.2f} M params on {device}: train step {r['train_clips_per_s']:8.2f} clips/s "
+        print(f"{kind:7s} {size:5s} {r['params_m']:7.2f} M params on {device}: train step {r['train_clips_per_s']:8.2f} clips/s "
               f"(batch {r['batch']}, peak +{r['train_peak_mb']} MB, {r['train_top_mb']} MB in all); indexing "
               f"{r['index_clips_per_s']:8.2f} clips/s (5 s clips, peak +{r['index_peak_mb']} MB, {r['index_top_mb']} MB in all)", flush=True)
     result = {"bench": "clap", "device": device, "torch_threads": __import__("torch").get_num_threads(), "rows": rows}

@@ -8,7 +8,8 @@ from training.clap_configs import WORDS
 
 
 def build_audio_encoder_folder(folder: str | Path, seed: int = 0) -> Path:
-    """A ~20k-parameter wav2vec2 (two conv layers, two transformer layers) + its feature extractor."""
+    """A ~20k-parameter wav2vec2 (three conv layers, 400 samples per frame; two transformer layers) + its
+    feature extractor."""
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
@@ -16,7 +17,7 @@ def build_audio_encoder_folder(folder: str | Path, seed: int = 0) -> Path:
     _quiet_transformers()
     torch.manual_seed(seed)
     config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                            conv_dim=(16, 16), conv_stride=(10, 8), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                            conv_dim=(16, 16, 16), conv_stride=(10, 8, 5), conv_kernel=(10, 8, 5), num_conv_pos_embeddings=16,
                             num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
                             mask_time_prob=0.0)
     folder = Path(folder)
