@@ -105,18 +105,6 @@ def test_the_index_status_line_counts_rate_and_time_left_then_stops():
     assert launch_line(job) is None
 
 
-def test_one_progress_text_with_counts_rate_and_eta(monkeypatch):
-    import ui.search
-    calls = []
-    clock = iter([0.0, 2.0, 4.0])
-    monkeypatch.setattr(ui.search.time, "monotonic", lambda: next(clock))
-    report = ui.search.progress_reporter(lambda value, desc=None, unit=None: calls.append((value, desc, unit)))
-    report(0, 40, "Embedding")
-    report(10, 40, "Embedding")
-    assert calls[0] == ((0, 40), "Embedding", "clips")                 # Gradio adds "0/40 clips"
-    assert calls[1][1] == "Embedding · 2.5 clips/s · about 12 s left"
-
-
 def test_visitors_never_see_review_statuses(tone_ws, auth_app_factory, monkeypatch):
     """The status filter would tell a visitor which clips were rejected: it is ignored for them, and
     neither the JSON nor the cards name a status."""

@@ -27,6 +27,7 @@ from gradio.context import LocalContext
 
 from core import access, index, published, search, search_view
 from core.catalog import REVIEW_STATUSES
+from ui.progress import rate_and_eta, reporter
 from ui.state import AppState
 
 PAGE_SIZE = 10
@@ -127,26 +128,6 @@ def card_html(rank: int, hit: search.Hit, url: str | None) -> str:
 def status_markdown(info: dict) -> str:
     state = "up to date" if info["current"] else "needs an update"
     return (f"Index for `{info['model_id']}`: **{info['indexed']}** of **{info['clips']}** clips · {state}")
-
-
-def rate_and_eta(done: int, total: int, seconds: float) -> str:
-    """' · 12.5 clips/s · about 7 s left' once something was done, else ''."""
-    if done <= 0 or seconds <= 0:
-        return ""
-    rate = done / seconds
-    left = max(total - done, 0) / rate
-    return f" · {rate:.1f} clips/s · about {left:.0f} s left"
-
-
-def progress_reporter(progress):
-    """core's (done, total, message) callbacks as one Gradio progress bar whose text has the counts,
-    the rate and the time left."""
-    started = time.monotonic()
-
-    def report(done: int, total: int, message: str) -> None:
-        text = f"{message}{rate_and_eta(done, total, time.monotonic() - started)}"      # Gradio shows done/total
-        progress((done, max(total, 1)), desc=text, unit="clips")
-    return report
 
 
 def index_line(info: dict, seen: dict | None, now: float) -> tuple[str, dict, bool]:
@@ -293,7 +274,7 @@ def build(state: AppState) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
             with gr.Row(equal_height=True):
-                query = gr.Textbox(show_label=False, placeholder="Describe a sound, e.g. a dog barking",
+                query = gr.Textbox(show_label=False, placeholder="Describe a sound…",
                                    scale=5, min_width=200, container=False, elem_id="search-query",
                                    label="Describe a sound")
                 text_btn = gr.Button("Search", variant="primary", scale=1, min_width=80, elem_id="search-go")
@@ -361,7 +342,7 @@ def build(state: AppState) -> None:
 
     def catch_up(embedder, progress) -> str:
         """Index what changed since the last search (new clips only when few) before answering."""
-        report = index.catch_up(ws, embedder, max_new=AUTO_INDEX, progress=progress_reporter(progress), wait=False)
+        report = index.catch_up(ws, embedder, max_new=AUTO_INDEX, progress=reporter(progress), wait=False)
         if report is None:
             return ""
         if report.pending:
@@ -470,7 +451,7 @@ def build(state: AppState) -> None:
             flag = cancel_flag(request)
             flag.clear()
             try:
-                report = index.sync(ws, embedder, rebuild=rebuild, cancel=flag, progress=progress_reporter(progress))
+                report = index.sync(ws, embedder, rebuild=rebuild, cancel=flag, progress=reporter(progress))
                 gr.Info(report.summary())
                 return status_markdown(index.status(ws, embedder))
             except index.IndexUnavailable as exc:

@@ -50,6 +50,13 @@ def test_search_page_on_the_demo(browser, page_at, shot, demo_workspace, app_fac
     assert page.locator(".hs-card audio").count() >= 1
 
     phone = open_search(page_at, url, phone=True)
+    query_box = phone.locator("#search-query textarea, #search-query input").first
+    # the empty box's hint fits on one line (a wrapped placeholder is cut off at phone width)
+    fits = """e => { const style = getComputedStyle(e), ctx = document.createElement("canvas").getContext("2d");
+        ctx.font = style.font;
+        const room = e.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+        return ctx.measureText(e.placeholder).width <= room; }"""
+    assert query_box.evaluate(fits)
     search_for(phone, "glass breaking")
     card = phone.locator(".hs-card").first
     assert "glass" in card.locator(".hs-title").inner_text().lower()
