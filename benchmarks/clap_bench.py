@@ -85,6 +85,8 @@ def clips(n: int, seconds: float = 5.0, seed: int = 0) -> list[np.ndarray]:
 
 def build(kind: str, size: str, work: Path):
     """A random student of that kind and size (see the module docstring)."""
+    from core.clap_student import _quiet_transformers
+    _quiet_transformers()
     if kind == "clap":
         from core.clap_student import ClapStudent
         from training.clap_configs import clap_parts

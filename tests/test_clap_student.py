@@ -229,6 +229,19 @@ def test_cli_student_flag_reaches_the_config():
     assert "backbone" not in cli_train.build_config(parser.parse_args(["train"]))
 
 
+def test_cli_trains_a_clap_student(clap_ws, tiny_clap, capsys):
+    from training.__main__ import main as training_main
+    code = training_main(["train", "--workspace", str(clap_ws.root), "--student", f"clap:{tiny_clap}", "--epochs", "1",
+                          "--batch-size", "4", "--unreviewed-weight", "1", "--val-fraction", "0.25",
+                          "--freeze-text-layers", "1", "--head-lr", "0.001"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["status"] == "finished" and out["model_id"].startswith("hearsay-clap-")
+    run = json.loads((clap_ws.runs_dir / f"run-{out['run_id']:04d}" / "config.json").read_text())
+    assert run["backbone"] == f"clap:{tiny_clap}"
+    assert run["backbone_options"] == {"freeze_text_layers": 1, "head_lr": 0.001}
+    assert clap_ws.catalog.get_model(out["model_id"]).path.endswith(out["model_id"])
+
+
 def test_missing_model_says_what_to_download(ws, tmp_path, capsys, monkeypatch):
     from core.clap_student import ModelUnavailable, locate
     from core.models import get_embedder
