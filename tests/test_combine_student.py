@@ -72,6 +72,20 @@ def test_train_save_load_index_search_evaluate(clap_ws, parts, tmp_path):  # noq
     assert out.model_id == result.model_id and out.clips == 4 and out.zero_shot_acc is not None
 
 
+@pytest.mark.parametrize("encoder", ["ast", "whisper"])
+def test_other_audio_encoders_embed_and_reload(parts, encoder, tmp_path):
+    """AST (input_values of mel frames) and Whisper (its encoder alone, 30 s features) behind the same surface."""
+    from core.combine_student import CombineStudent
+    from training.combine_configs import build_audio_encoder_folder
+    student = CombineStudent.from_sources(str(build_audio_encoder_folder(tmp_path / encoder, encoder)), str(parts[1]))
+    waves = [np.random.default_rng(0).standard_normal(16_000 * s).astype(np.float32) * 0.1 for s in (1, 3)]
+    audio = student.embed_audio(waves)
+    assert audio.shape == (2, 16) and np.allclose(np.linalg.norm(audio, axis=1), 1, atol=1e-5)
+    again = CombineStudent.load(student.save(tmp_path / "saved"))
+    assert type(again.encoder).__name__ == ("WhisperEncoder" if encoder == "whisper" else "ASTModel")
+    assert np.allclose(again.embed_audio(waves), audio, atol=1e-5)
+
+
 def test_missing_parts_say_what_to_download(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
 

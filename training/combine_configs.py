@@ -7,23 +7,38 @@ from pathlib import Path
 from training.clap_configs import WORDS
 
 
-def build_audio_encoder_folder(folder: str | Path, seed: int = 0) -> Path:
-    """A ~20k-parameter wav2vec2 (three conv layers, 400 samples per frame; two transformer layers) + its
-    feature extractor."""
+def build_audio_encoder_folder(folder: str | Path, kind: str = "wav2vec2", seed: int = 0) -> Path:
+    """A tiny random audio encoder + its feature extractor: `wav2vec2` (three conv layers, 400 samples per
+    frame, two transformer layers), `ast` (32 mel bins, 128 frames) or `whisper` (one 16-wide layer each side)."""
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import (ASTConfig, ASTFeatureExtractor, ASTModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Model, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
 
     from core.clap_student import _quiet_transformers
     _quiet_transformers()
     torch.manual_seed(seed)
-    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                            conv_dim=(16, 16, 16), conv_stride=(10, 8, 5), conv_kernel=(10, 8, 5), num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
-                            mask_time_prob=0.0)
     folder = Path(folder)
-    Wav2Vec2Model(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(folder)
+    if kind == "wav2vec2":
+        model = Wav2Vec2Model(Wav2Vec2Config(
+            hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(16, 16, 16),
+            conv_stride=(10, 8, 5), conv_kernel=(10, 8, 5), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+            feat_extract_norm="layer", do_stable_layer_norm=True, mask_time_prob=0.0))
+        features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+                                            return_attention_mask=True)
+    elif kind == "ast":
+        model = ASTModel(ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                   max_length=128, num_mel_bins=32))
+        features = ASTFeatureExtractor(num_mel_bins=32, max_length=128)
+    elif kind == "whisper":
+        model = WhisperModel(WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                                           vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                           decoder_start_token_id=1))
+        features = WhisperFeatureExtractor()
+    else:
+        raise ValueError(f"unknown encoder kind {kind!r}: wav2vec2, ast or whisper")
+    model.save_pretrained(folder)
+    features.save_pretrained(folder)
     return folder
 
 
