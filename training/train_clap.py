@@ -392,6 +392,9 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
                "eta": float(np.mean(epoch_times)) * (cfg.epochs - epoch - 1)}
         if cuda:
             row["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        else:
+            import resource
+            row["peak_memory_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)   # KiB
         accelerator.wait_for_everyone()
         if main:
             row.update(validate(raw, val_pairs, paths[n:]))
@@ -412,7 +415,8 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
             T.say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}"
                   + (f", val R@1 t2a {row['val_t2a_r1']:.3f}" if "val_t2a_r1" in row else "")
                   + (f", zero-shot {row['val_zero_shot']:.3f}" if "val_zero_shot" in row else "")
-                  + f" ({epoch_times[-1]:.1f} s, {row['clips_per_second']:.1f} clips/s)")
+                  + f" ({epoch_times[-1]:.1f} s, {row['clips_per_second']:.1f} clips/s, peak "
+                  + (f"GPU memory {row['peak_gpu_memory_gb']} GB)" if cuda else f"memory {row['peak_memory_gb']} GB)"))
         completed = epoch + 1
         bad = T._broadcast(bad, accelerator)
         if cfg.patience and bad >= cfg.patience:
