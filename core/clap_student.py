@@ -134,7 +134,7 @@ class ClapStudent(nn.Module):
                                    f"({exc})") from None
         saved = json.loads((Path(where) / CONFIG_NAME).read_text()) if Path(where).is_dir() else {}
         meta = {**saved.get("hearsay", {}), "model_id": saved.get("model_id", "")}
-        meta.setdefault("base_model", source)
+        meta.setdefault("base_model", str(source))
         student = cls(model, features, tokenizer, meta)
         student.source = where
         return student.to(device).eval()

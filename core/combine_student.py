@@ -77,6 +77,7 @@ class CombineStudent(nn.Module):
     @classmethod
     def from_sources(cls, audio_src: str, text_src: str = MINILM, ws=None, device="cpu") -> "CombineStudent":
         """A fresh student: pretrained encoder and text model, new projections."""
+        audio_src, text_src = str(audio_src), str(text_src)
         where_audio, where_text = locate_audio(audio_src, ws), locate_text(text_src)
         encoder, features = _load_encoder(where_audio)
         student = cls(encoder, features, _load_text(where_text),

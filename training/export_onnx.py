@@ -214,6 +214,9 @@ def cmd_export(args) -> int:
     ws = _workspace(args, needed=False)     # model ids live in a workspace; never create one here
     try:
         folder = models.resolve_path(args.model, ws)
+        if models.checkpoint_kind(folder) != "embedded":     # clap / combine students: not exportable yet
+            raise ValueError(f"{args.model} is a {models.checkpoint_kind(folder)} student; ONNX export covers "
+                             "the embedded student only (the clap and combine kinds serve with PyTorch)")
         student = Student.load(folder)
         report = export(student, args.out or ox.export_dir(folder), opset=args.opset,
                         waves=demo_waves(args.clips), texts=demo_texts(args.clips), min_cosine=args.min_cosine)
