@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_clap_student import CAPTIONS, clap_ws  # noqa: F401 - the captioned workspace fixture
+from tests.test_clap_student import CAPTIONS, clap_ws, tiny_clap  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,24 @@ def test_train_save_load_index_search_evaluate(clap_ws, parts, tmp_path):  # noq
     (data / "meta.csv").write_text("\n".join(lines) + "\n")
     out = evaluate(model, load_folder(data))
     assert out.model_id == result.model_id and out.clips == 4 and out.zero_shot_acc is not None
+
+
+def test_parameters_without_gradient_are_frozen_before_ddp(parts, tiny_clap):  # noqa: F811
+    """DDP on several processes refuses parameters the loss never reaches (checked by hand under
+    `torchrun --nproc_per_node 2`); one dry step finds and freezes them for both kinds."""
+    from core.clap_student import ClapStudent
+    from core.combine_student import CombineStudent
+    from tests.conftest import tone
+    from training.train import TrainConfig
+    from training.train_clap import Collate, freeze_unused
+    items = [{"wave": tone(1.0, 300 * (i + 1)), "caption": c, "weight": 1.0, "seed": i} for i, c in enumerate(CAPTIONS[:4])]
+    combined = CombineStudent.from_sources(str(parts[0]), str(parts[1]))
+    assert freeze_unused(combined, Collate(combined)(items), TrainConfig()) == [
+        "text_model.0.model.pooler.dense.weight", "text_model.0.model.pooler.dense.bias"]
+    assert all(p.grad is None for p in combined.parameters())
+    clap = ClapStudent.load(tiny_clap)
+    assert freeze_unused(clap, Collate(clap)(items), TrainConfig()) == ["model.logit_scale_t"]
+    assert not clap.model.logit_scale_t.requires_grad and clap.model.logit_scale_a.requires_grad
 
 
 @pytest.mark.parametrize("encoder", ["ast", "whisper"])

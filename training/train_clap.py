@@ -156,6 +156,24 @@ def enable_checkpointing(student) -> int:
     return n
 
 
+def freeze_unused(student, batch: dict, cfg) -> list[str]:
+    """Freeze what one training step leaves without a gradient (CLAP's second temperature, a BERT pooler
+    that mean pooling skips, wav2vec2's mask embedding when masking is off): useless to the loss, and
+    DDP refuses such parameters on several processes. Returns their names."""
+    loss_fn = make_loss(cfg.loss, cfg.beta, cfg.distill)
+    was_training = student.training
+    student.train()
+    audio, text, scale = student(**batch["inputs"])
+    loss_fn(audio, text, scale, batch.get("text_base"), batch["weight"]).backward()
+    unused = [n for n, p in student.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in student.named_parameters():
+        if name in unused:
+            p.requires_grad_(False)
+        p.grad = None
+    student.train(was_training)
+    return unused
+
+
 def param_groups(student, opts: ClapOptions, weight_decay: float) -> list[dict]:
     towers, head, scale = [], [], []
     for name, p in student.named_parameters():
@@ -297,10 +315,6 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
     student = load_student(kind, source, ws, run_dir / "last" if state else None)
     student.name = cfg.name if cfg.name != "hearsay-student" else f"hearsay-{kind}"
     student.meta["base_model"] = student.meta.get("base_model") if state else source
-    # CLAP keeps two temperatures; the shared losses train one (ClapStudent.logit_scale). The other gets no
-    # gradient, which DDP would refuse under Accelerate on several GPUs.
-    if kind == "clap":
-        student.model.logit_scale_t.requires_grad_(False)
     freeze_layers(student, opts.freeze_audio_layers, opts.freeze_text_layers)
     if opts.lora_rank > 0:
         add_lora(student, opts.lora_rank, opts.lora_alpha)
@@ -338,6 +352,10 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
     loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, collate_fn=Collate(student),
                                          drop_last=len(train_ds) > batch_size, num_workers=workers,
                                          pin_memory=cuda)
+    unused = freeze_unused(student, loader.collate_fn([train_ds[i] for i in range(batch_size)]), cfg)
+    if main and unused:
+        T.say(f"{len(unused)} parameter(s) get no gradient and stay fixed: {', '.join(unused[:4])}"
+              + (" ..." if len(unused) > 4 else ""))
     optimizer = torch.optim.AdamW(param_groups(student, opts, cfg.weight_decay))
     steps_per_epoch = max(1, math.ceil(len(loader) / cfg.grad_accum))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, T.lr_lambda(cfg.warmup_steps, steps_per_epoch * cfg.epochs))
