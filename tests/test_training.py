@@ -70,6 +70,7 @@ def _distributed_worker(rank, world, init_file, audio, text, base, out):
     # each process's loss covers its own rows; the mean over processes is the global loss
     loss.backward()
     torch.save({"loss": loss.item(), "grad": a.grad}, f"{out}.{rank}")
+    torch.distributed.barrier()        # no rank tears gloo down while the other still talks to it
     torch.distributed.destroy_process_group()
 
 
