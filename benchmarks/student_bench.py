@@ -16,7 +16,8 @@ labels in ../shared/data are used only to score. Three held-out protocols, all r
   whole set (223 jt_booth clips instead of 68) and a single clip moves it far less.
 - `loso` (leave one set out; sound domains absent from training): for each evaluation set, a
   student trains on the demo clips and every *other* set, then is scored on the whole held-out set,
-  beside the teacher's captions and the untrained class-name prior. This is the acceptance table
+  beside the teacher's captions, the untrained class-name prior and the student fused with the
+  teacher's captions (core/fusion.py, caption weights FUSION_WEIGHTS). This is the acceptance table
   (printed last, to stderr): a recipe that gains in-domain and loses on a left-out set regressed.
 
 Score: zero-shot accuracy through `training.evaluate.evaluate` (nearest "the sound of <label>"),
@@ -225,6 +226,20 @@ def score(model, items: list[Item], name: str) -> dict:
     return {"clips": r.clips, "zero_shot_acc": r.zero_shot_acc, "t2a_r10": r.t2a_r10, "map10": r.map10}
 
 
+FUSION_WEIGHTS = (0.3, 0.5)     # caption weights of the loso "fused" columns (core/fusion.py)
+
+
+def score_fused(model, items: list[Item], name: str, work: Path, weights=FUSION_WEIGHTS) -> dict[str, dict]:
+    """The student fused with the teacher captions of the same clips (cached: no captioning, no training)."""
+    from training.evaluate import TeacherCaptions, evaluate
+    side = TeacherCaptions(cache_path=caption_cache(work))
+    out = {}
+    for w in weights:
+        r = evaluate(model, eval_set(items, name), fusion=w, caption_side=side)
+        out[f"{w:g}"] = {"clips": r.clips, **{k: r.fused[k] for k in ("zero_shot_acc", "t2a_r10", "map10")}}
+    return out
+
+
 def baseline_model(work: Path):
     from training.baselines import TeacherCaptionEmbedder
     return TeacherCaptionEmbedder(cache_path=caption_cache(work))
@@ -296,7 +311,8 @@ def protocol_loso(items, captions, work, config, quiet=True) -> dict:
         model = Student.load(result.model_path)
         rows[held] = {"train_clips": len(train), "epochs": result.epochs_done,
                       "student": score(model, held_items, held), "teacher_captions": score(base, held_items, held),
-                      "untrained_prior": score(prior, held_items, held)}
+                      "untrained_prior": score(prior, held_items, held),
+                      "fused": score_fused(model, held_items, held, work)}
         print(f"loso {held}: student {rows[held]['student']['zero_shot_acc']} vs teacher captions "
               f"{rows[held]['teacher_captions']['zero_shot_acc']}", file=sys.stderr, flush=True)
     return rows
@@ -435,11 +451,15 @@ def ship(model_path: Path, report: dict) -> Path:
 
 
 def loso_table(rows: dict) -> str:
-    """The headline: zero-shot top-1 % on each left-out set, student beside teacher captions and the prior."""
+    """The headline: zero-shot top-1 % on each left-out set, student beside teacher captions, the prior
+    and the student fused with the captions (one column per caption weight)."""
     cols = ("student", "teacher_captions", "untrained_prior")
-    lines = ["| left-out set | clips | student | teacher captions | untrained prior |", "|---|---|---|---|---|"]
+    weights = sorted({w for v in rows.values() for w in v.get("fused", {})}, key=float)
+    lines = ["| left-out set | clips | student | teacher captions | untrained prior |"
+             + "".join(f" fused {w} |" for w in weights), "|---|---|---|---|---|" + "---|" * len(weights)]
     for name, v in rows.items():
         cells = [f"{100 * v[c]['zero_shot_acc']:.1f}" if c in v else "–" for c in cols]
+        cells += [f"{100 * v['fused'][w]['zero_shot_acc']:.1f}" if w in v.get("fused", {}) else "–" for w in weights]
         lines.append(f"| {name} | {v['student']['clips']} | " + " | ".join(cells) + " |")
     return "leave-one-set-out (sound domains absent from training):\n" + "\n".join(lines)
 

@@ -44,7 +44,8 @@ def register(sub) -> None:
     p.add_argument("--recording", type=int, help="only clips of this recording")
     p.add_argument("--window", nargs=2, type=float, metavar=("START", "END"),
                    help="only clips overlapping this time window of their recording (seconds)")
-    p.add_argument("--hybrid", type=float, default=0.0, help="weight of caption-text similarity, 0..1")
+    p.add_argument("--hybrid", type=float, default=None,
+                   help="weight of caption-text similarity, 0..1, z-scored late fusion (default: setting fusion_weight)")
     p.add_argument("--model", default="active", help="model name or id (default: the active model)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_workspace(p)
@@ -147,6 +148,8 @@ def _classify(ws, embedder, args) -> None:
 
 def _search(ws, embedder, args):
     from core import search
+    if args.hybrid is None:
+        args.hybrid = ws.settings.fusion_weight
     common = dict(k=args.k, offset=args.offset, filters=_filters(args))
     if args.audio:
         page = search.search_audio(ws, embedder, args.audio, **common)

@@ -84,6 +84,12 @@ def zero_shot_predictions(audio_emb: np.ndarray, class_emb: np.ndarray, labels: 
     So a constant model scores 0 instead of the share of whichever class comes first.
     """
     sim = np.asarray(audio_emb, dtype=np.float64) @ np.asarray(class_emb, dtype=np.float64).T
+    return zero_shot_from_scores(sim, labels)
+
+
+def zero_shot_from_scores(sim: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """zero_shot_predictions from a [clips, classes] score matrix (e.g. fused scores, core/fusion.py)."""
+    sim = np.asarray(sim, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
     if sim.shape[0] == 0 or sim.shape[1] < 2:
         return labels.copy()          # one class: nothing to confuse it with

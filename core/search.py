@@ -2,9 +2,14 @@
 
 Every query goes through one model's collection (see core/index.py). Scores are cosine
 similarities. Hybrid search blends the model's score with the similarity between the query and
-each clip's published caption (MiniLM, the caption collection) by a weight, late fusion:
+each clip's published caption (MiniLM, the caption collection) by a weight, late fusion
+(core/fusion.py, the same function `training evaluate --fusion` measures):
 
-    score = (1 - w) · model_score + w · caption_score        (caption_score counts as 0 for uncaptioned clips)
+    score ∝ (1 - w) · z(model_score) + w · z(caption_score)     z-scored over the query's candidate pool;
+                                                                an uncaptioned clip's caption side ranks below every caption
+
+The fused value is shown on the model score's scale (pool mean + spread · fused z), so score bars and
+the weak-match cut-off keep their meaning; at w = 0 it is the model score itself.
 
 Fusion re-ranks the union of both stores' top candidates (a pool a few pages deep), so deep pages
 of a hybrid query are approximate. Paging asks Chroma for offset + k results and slices.
@@ -23,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from core import audio, index
+from core import audio, fusion, index
 from core.embedder import Embedder
 from core.workspace import Workspace
 
@@ -187,8 +192,10 @@ def _rank(ws: Workspace, embedder: Embedder, vector: np.ndarray, *, k: int, offs
                 model[rid] = (float(np.asarray(vec, np.float32) @ vector), meta)
         caps = _caption_scores(ws, list(model), caption_query)
         rows = [(i, s, m) for i, (s, m) in model.items() if exclude is None or i != str(exclude)]
-        fused = sorted(((i, (1 - weight) * s + weight * caps.get(i, 0.0), s, m) for i, s, m in rows),
-                       key=lambda r: -r[1])
+        audio_s = np.array([s for _, s, _ in rows], np.float64)
+        caption_s = np.array([caps.get(i, np.nan) for i, _, _ in rows], np.float64)   # NaN: no caption
+        shown = fusion.in_units_of(fusion.fuse(audio_s, caption_s, weight), audio_s)
+        fused = sorted(((i, float(f), s, m) for (i, s, m), f in zip(rows, shown)), key=lambda r: -r[1])
         hits = [_hit(m, s, caps.get(i), f) for i, f, s, m in fused[offset:offset + k]]
         has_more = len(fused) > offset + k
     return SearchPage(hits, offset, k, has_more, embedder.model_id, time.perf_counter() - started)

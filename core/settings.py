@@ -29,6 +29,7 @@ class Settings:
     chroma_host: str = "127.0.0.1"
     chroma_port: int = 8000
     seed_demo: bool = True               # import assets/demo into an empty workspace on launch
+    fusion_weight: float = 0.0           # caption share of late fusion (core/fusion.py): search --hybrid, evaluate --fusion
     # teacher backends
     transformers_model: str = "Qwen/Qwen2-Audio-7B-Instruct"
     openai_base_url: str = "http://127.0.0.1:8000/v1"

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core import index, search
+from core import fusion, index, search
 from core.importer import delete_clips, import_paths
 from core.workspace import Workspace
 from tests.conftest import free_port, tone
@@ -341,7 +341,13 @@ def test_hybrid_blends_caption_similarity(tone_ws):
     hybrid = search.search_text(ws, emb, "rain on a roof", k=3, hybrid_weight=0.7)
     top = hybrid.hits[0]
     assert top.name == "tone1000.wav" and top.caption_score > 0.5
-    assert top.score == pytest.approx(0.3 * top.model_score + 0.7 * top.caption_score, abs=1e-5)
+    # every clip is in the candidate pool here, so the whole page reproduces core.fusion on the pool
+    every = search.search_text(ws, emb, "rain on a roof", k=50, hybrid_weight=0.7).hits
+    audio_s = np.array([h.model_score for h in every])
+    caption_s = np.array([np.nan if h.caption_score is None else h.caption_score for h in every])
+    want = fusion.in_units_of(fusion.fuse(audio_s, caption_s, 0.7), audio_s)
+    assert [h.score for h in every] == pytest.approx(list(want), abs=1e-5)
+    assert [h.score for h in every] == sorted((h.score for h in every), reverse=True)
     assert all(h.caption_score is None for h in hybrid.hits if not h.caption)
     # captions follow the catalogue: a rewritten caption is re-encoded, a deleted clip dropped
     ws.catalog.save_review(clip_of(ws, "tone3000.wav"), status="edited", expected_version=0, annotator="ann",

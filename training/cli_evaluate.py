@@ -1,4 +1,4 @@
-"""CLI: `python -m training evaluate --model MODEL --data FOLDER [--json] [--templates T ...]`.
+"""CLI: `python -m training evaluate --model MODEL --data FOLDER [--json] [--templates T ...] [--fusion W]`.
 
 With --json the last line on stdout is exactly one JSON object (training.evaluate.SUMMARY_KEYS);
 progress goes to stderr.
@@ -33,6 +33,10 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="cpu | cuda | mps (default: the model's own choice)")
     p.add_argument("--details", metavar="FILE", help="also write the full report (per-class, confusion) as JSON")
+    p.add_argument("--fusion", nargs="?", type=float, const=-1.0, metavar="W",
+                   help="also score the teacher's captions alone and the model fused with them, z-scored per "
+                        "query, W (0..1) the captions' weight (bare --fusion: setting fusion_weight). Captions: "
+                        "published ones for --data workspace, else the embedded teacher's (cached in the workspace)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -76,10 +80,18 @@ def _evaluate(args) -> int:
         bar.set_postfix_str(name[-30:])
         bar.refresh()
 
+    fusion, side = getattr(args, "fusion", None), None
+    if fusion is not None:
+        if fusion < 0:
+            from core.settings import load_settings
+            fusion = (ws.settings if ws is not None else load_settings()).fusion_weight
+        side = ev.TeacherCaptions(ws.cache_dir / "teacher_baseline_captions.jsonl" if ws is not None else None,
+                                  args.device)
     cancel = threading.Event()
     try:
         result = ev.evaluate(model, data, name=args.model, templates=args.templates or ev.DEFAULT_TEMPLATES,
-                             batch_size=args.batch_size, progress=progress, cancel=cancel)
+                             batch_size=args.batch_size, progress=progress, cancel=cancel,
+                             fusion=fusion, caption_side=side)
     except KeyboardInterrupt:
         cancel.set()
         print("interrupted", file=sys.stderr)
@@ -112,6 +124,12 @@ def format_report(result) -> str:
         lines.append(f"{direction} R@1/5/10      " + "  ".join(_pct(getattr(result, f"{direction}_r{k}"))
                                                               for k in (1, 5, 10)))
     lines.append(f"mAP@10 (t2a)        {_pct(result.map10)}")
+    if result.fusion is not None:
+        lines += ["", f"late fusion, caption weight {result.fusion:g} (z-scored per query):",
+                  f"{'':20}{'model':>9}{'captions':>10}{'fused':>9}"]
+        for key in ("zero_shot_acc", "t2a_r1", "t2a_r5", "t2a_r10", "a2t_r1", "a2t_r5", "map10"):
+            lines.append(f"  {key:18}{_pct(getattr(result, key)):>9}{_pct(result.captions.get(key)):>10}"
+                         f"{_pct(result.fused.get(key)):>9}")
     if result.per_class_acc:
         lines += ["", "per-class accuracy (worst first):"]
         worst = sorted(result.per_class_acc.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0, kv[0]))

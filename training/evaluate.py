@@ -45,6 +45,7 @@ class EvalItem:
     label: str | None
     caption: str | None
     load: Callable[[], np.ndarray]         # → 16 kHz mono float32
+    published: str | None = None           # a workspace clip's published caption ("" none); None: ask the teacher
 
 
 @dataclass
@@ -134,14 +135,16 @@ def load_folder(folder: str | Path) -> EvalSet:
 def load_workspace_set(ws) -> EvalSet:
     """The workspace's labelled clips: every clip whose recording's meta has a `label` (or `caption`)."""
     items, parts = [], []
+    published = ws.catalog.published_captions()
     for rec in ws.catalog.recordings():
         label = clean_label(rec.meta["label"]) if rec.meta.get("label") else None
         caption = _norm_caption(rec.meta["caption"]) if rec.meta.get("caption") else None
         if not (label or caption):
             continue
         for clip in ws.catalog.clips(rec.id):
+            pub = published.get(clip.id)
             items.append(EvalItem(f"{rec.original_name}@{clip.start:g}", label, caption,
-                                  (lambda clip=clip: ws.load_clip(clip))))
+                                  (lambda clip=clip: ws.load_clip(clip)), pub.text if pub else ""))
             parts.append((items[-1].name, ws.clip_key(clip), label or "", caption or ""))
     if not items:
         raise ValueError("the workspace has no labelled clips (import a folder whose meta.csv has a label column)")
@@ -181,10 +184,16 @@ class EvalResult:
     confusion: list[list[int]] = field(default_factory=list)    # rows: true class, columns: predicted
     failed: list[str] = field(default_factory=list)             # "name: why" for clips that could not be read
     missing: list[str] = field(default_factory=list)
+    fusion: float | None = None            # late-fusion caption weight, when asked for (core/fusion.py)
+    captions: dict = field(default_factory=dict)   # METRIC_KEYS of the teacher captions alone (with fusion)
+    fused: dict = field(default_factory=dict)      # METRIC_KEYS of student ⊕ captions at weight `fusion`
 
     def summary(self) -> dict:
-        """The CLI's one-line JSON: exactly SUMMARY_KEYS."""
-        return {k: getattr(self, k) for k in SUMMARY_KEYS}
+        """The CLI's one-line JSON: SUMMARY_KEYS, plus fusion / captions / fused when fusion was asked for."""
+        out = {k: getattr(self, k) for k in SUMMARY_KEYS}
+        if self.fusion is not None:
+            out.update(fusion=self.fusion, captions=self.captions, fused=self.fused)
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -272,10 +281,90 @@ def _retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, relevant: np.ndarray
     return out
 
 
+# -- late fusion with the teacher's captions -----------------------------------------------------
+class TeacherCaptions:
+    """The caption side of fusion: each clip's published caption (workspace clips), else the embedded
+    teacher's caption of its audio (the `teacher` baseline, cached); texts through MiniLM."""
+
+    def __init__(self, cache_path: str | Path | None = None, device: str | None = None):
+        self.cache_path, self.device, self._baseline = cache_path, device, None
+
+    def captions(self, items: Sequence[EvalItem], batch_size: int = 32) -> list[str]:
+        out = [it.published or "" for it in items]
+        todo = [j for j, it in enumerate(items) if it.published is None]
+        if todo and self._baseline is None:
+            from training.baselines import TeacherCaptionEmbedder
+            self._baseline = TeacherCaptionEmbedder(device=self.device, cache_path=self.cache_path)
+        for start in range(0, len(todo), batch_size):
+            idx = todo[start:start + batch_size]
+            for j, text in zip(idx, self._baseline.captions([items[j].load() for j in idx])):
+                out[j] = text
+        return out
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        from core.text_encoder import encode
+        return encode(list(texts), device=self.device or "cpu")
+
+
+def _caption_embeddings(side, items: Sequence[EvalItem]) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings of each clip's caption, which clips have one)."""
+    texts = side.captions(items)
+    has = np.array([bool(t and t.strip()) for t in texts], dtype=bool)
+    emb = np.asarray(side.embed_text([t if h else "-" for t, h in zip(texts, has)]), dtype=np.float64)
+    return emb, has
+
+
+def _score_metrics(zs: np.ndarray | None, truth: Sequence[int], t2a: np.ndarray | None,
+                   a2t: np.ndarray | None, relevant: np.ndarray | None) -> dict[str, float | None]:
+    """METRIC_KEYS from score matrices: zs [clips, classes], t2a [texts, clips], a2t [clips, texts]."""
+    out: dict[str, float | None] = {k: None for k in METRIC_KEYS}
+    if zs is not None and len(truth):
+        pred = metrics.zero_shot_from_scores(zs, truth)
+        out["zero_shot_acc"] = _round(np.mean(pred == np.asarray(truth)))
+    if t2a is not None and relevant is not None:
+        out.update({f"t2a_r{k}": _round(v) for k, v in metrics.recall_at_k(t2a, relevant).items()})
+        out["map10"] = _round(metrics.map_at_k(t2a, relevant, 10))
+        answerable = relevant.any(axis=0)
+        out.update({f"a2t_r{k}": _round(v) for k, v in
+                    metrics.recall_at_k(a2t[answerable], relevant.T[answerable]).items()})
+    return out
+
+
+def _fusion_report(model: Embedder, side, items: Sequence[EvalItem], emb: np.ndarray, weight: float,
+                   classes: Sequence[str], with_label: Sequence[int], truth: Sequence[int],
+                   templates: Sequence[str]) -> tuple[dict, dict]:
+    """(captions-alone metrics, fused metrics): the student's and the captions' score matrices fused
+    per row by core.fusion.fuse (a clip over class prompts; a text query over clips; a clip over texts)."""
+    from core import fusion
+    cap_emb, has = _caption_embeddings(side, items)
+    zs_a = zs_c = None
+    if with_label:
+        zs_a = emb[with_label].astype(np.float64) @ class_embeddings(model, classes, templates).T.astype(np.float64)
+        zs_c = cap_emb[with_label] @ class_embeddings(side, classes, templates).T.astype(np.float64)
+        zs_c[~has[with_label]] = np.nan                    # no caption: no caption evidence
+    _, queries, relevant = retrieval_queries(items)
+    t2a_a = np.asarray(model.embed_text(queries), np.float64) @ emb.T.astype(np.float64)
+    t2a_c = np.asarray(side.embed_text(queries), np.float64) @ cap_emb.T
+    t2a_c[:, ~has] = np.nan
+    fuse = fusion.fuse
+    captions = _score_metrics(None if zs_c is None else fuse(zs_a, zs_c, 1.0), truth,
+                              fuse(t2a_a, t2a_c, 1.0), fuse(t2a_a.T, t2a_c.T, 1.0), relevant)
+    fused = _score_metrics(None if zs_a is None else fuse(zs_a, zs_c, weight), truth,
+                           fuse(t2a_a, t2a_c, weight), fuse(t2a_a.T, t2a_c.T, weight), relevant)
+    return captions, fused
+
+
 def evaluate(model: Embedder, data: EvalSet | str | Path, *, name: str | None = None,
              templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 32,
-             progress: Progress | None = None, cancel: threading.Event | None = None) -> EvalResult:
-    """Every metric of one model on one labelled set."""
+             progress: Progress | None = None, cancel: threading.Event | None = None,
+             fusion: float | None = None, caption_side=None) -> EvalResult:
+    """Every metric of one model on one labelled set.
+
+    With `fusion` (0..1, the caption weight) also the teacher captions alone and the model fused with
+    them (core/fusion.py); `caption_side` gives each clip's caption and embeds texts (default
+    TeacherCaptions: published captions of workspace clips, else the embedded teacher's)."""
+    if fusion is not None and not 0.0 <= float(fusion) <= 1.0:
+        raise ValueError(f"--fusion must be between 0 and 1, not {fusion}")
     started = time.perf_counter()
     if not isinstance(data, EvalSet):
         data = load_folder(data)
@@ -287,7 +376,7 @@ def evaluate(model: Embedder, data: EvalSet | str | Path, *, name: str | None = 
     items = [data.items[i] for i in kept]
     result = dict(zero_shot_acc=None, t2a_r1=None, t2a_r5=None, t2a_r10=None,
                   a2t_r1=None, a2t_r5=None, a2t_r10=None, map10=None)
-    classes, per_class, confusion = [], {}, []
+    classes, per_class, confusion, truth = [], {}, [], []
     with_label = [j for j, it in enumerate(items) if it.label]
     if with_label:
         classes = sorted({items[j].label for j in with_label})
@@ -300,12 +389,17 @@ def evaluate(model: Embedder, data: EvalSet | str | Path, *, name: str | None = 
         result.update(_retrieval(emb, text_emb, relevant))
     else:
         kind = ""
+    captions, fused = {}, {}
+    if fusion is not None and items:
+        captions, fused = _fusion_report(model, caption_side or TeacherCaptions(), items, emb, float(fusion),
+                                         classes, with_label, truth, templates)
     return EvalResult(
         model=name or getattr(model, "model_id", type(model).__name__), data=data.name, clips=len(items),
         **{k: _round(v) for k, v in result.items()}, seconds=round(time.perf_counter() - started, 2),
         model_id=getattr(model, "model_id", ""), fingerprint=data.fingerprint, queries=kind,
         templates=list(templates), classes=classes, per_class_acc={c: _round(a) for c, a in per_class.items()},
-        confusion=confusion, failed=failed, missing=list(data.missing))
+        confusion=confusion, failed=failed, missing=list(data.missing),
+        fusion=None if fusion is None else float(fusion), captions=captions, fused=fused)
 
 
 # -- models --------------------------------------------------------------------------------------

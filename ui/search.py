@@ -304,7 +304,8 @@ def build(state: AppState) -> None:
             update_btn = gr.Button("Update index", size="sm", scale=0)
             rebuild_btn = gr.Button("Rebuild", size="sm", scale=0)
             cancel_btn = gr.Button("Cancel", size="sm", scale=0)
-        hybrid = gr.Slider(0, 1, value=0.0, step=0.05, label="Caption weight (hybrid: 0 = model only)")
+        hybrid = gr.Slider(0, 1, value=float(state.settings.fusion_weight), step=0.05,
+                           label="Caption weight (hybrid: 0 = model only)")
         with gr.Row():
             clip_id = gr.Number(label="Clip id", value=None, precision=0, placeholder="none")
             like_btn = gr.Button("More like this clip")
