@@ -35,7 +35,7 @@ def _steps(model: Student, anchor: Anchor, batch: dict, n: int = 30) -> list[flo
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
@@ -65,7 +65,7 @@ def test_weight_anchor_pulls_weights_toward_their_start_and_leaves_minilm_out():
     assert anchor.teacher is None and not any(n.startswith("text_encoder.") for n in anchor.start)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     _nudge(model)
-    dist = lambda: sum(float(((p - start[n]) ** 2).sum()) for n, p in model.named_parameters())  # noqa: E731
+    dist = lambda: sum(((p.detach() - start[n]) ** 2).sum().item() for n, p in model.named_parameters())  # noqa: E731
     before = dist()
     losses = _steps(model, anchor, _batch(), n=20)
     assert losses[0] == pytest.approx(0.1 * before, rel=1e-4)
