@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,6 +185,63 @@ def log_tail(ws: Workspace, run_id: int, lines: int = 40) -> str:
     return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
 
 
+# A hub id as huggingface_hub spells it: owner/name of letters, digits, - _ . (no '..', not starting with '.')
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+BACKBONE_KINDS = ("embedded", "clap", "combine")
+
+
+def _source_ok(ident: str) -> bool:
+    return (bool(_HUB_ID.match(ident)) and ".." not in ident) or Path(ident).expanduser().is_dir()
+
+
+def backbone_spec(kind: str, ident: str = "") -> str:
+    """The Train tab's backbone choice → TrainConfig.backbone; ValueError naming what is wrong.
+
+    Launching is admin-only, but a typed id still has to be a hub id (`owner/name`) or a folder that
+    exists here, so a typo fails now and not minutes into a background run."""
+    kind, ident = (kind or "embedded").strip(), (ident or "").strip()
+    if kind not in BACKBONE_KINDS:
+        raise ValueError(f"unknown student backbone {kind!r}: pick one of {', '.join(BACKBONE_KINDS)}")
+    if kind == "embedded":
+        return "embedded"
+    if kind == "clap":
+        if ident and not _source_ok(ident):
+            raise ValueError(f"CLAP model {ident!r} is neither a hub id (owner/name, e.g. laion/clap-htsat-unfused) "
+                             "nor an existing folder on the server")
+        return f"clap:{ident}" if ident else "clap"
+    from core.combine_student import MINILM, parse
+    try:
+        audio, text = parse(ident)
+    except ValueError:
+        raise ValueError("combine needs an audio encoder: <audio>+<text>, e.g. facebook/wav2vec2-base+minilm") from None
+    for what, src in (("audio encoder", audio), ("text model", text)):
+        if not (src == MINILM and what == "text model") and not _source_ok(src):
+            raise ValueError(f"{what} {src!r} is neither a hub id (owner/name) nor an existing folder on the server"
+                             + (f" (or '{MINILM}' for the packaged MiniLM)" if what == "text model" else ""))
+    return f"combine:{ident}"
+
+
+def _run_device(ws: Workspace, run_id: int, configured: str) -> str:
+    """The device the trainer reported in its log ('device cuda:0, precision bf16'), else the one it will pick."""
+    path = run_dir(ws, run_id) / LOG_NAME
+    if path.exists():
+        with path.open("rb") as fh:
+            head = fh.read(64_000).decode("utf-8", "replace")
+        found = re.search(r"device (\S+), precision (\S+?),", head)
+        if found:
+            return f"{found.group(1)} ({found.group(2)} precision)" if found.group(2) != "no" else found.group(1)
+    return resolve_device(configured or "auto")
+
+
+def _peak_memory(rows: list[dict]) -> str | None:
+    """The highest peak the epochs recorded (the CLAP / combine loop writes one per epoch)."""
+    for key, label in (("peak_gpu_memory_gb", "GPU memory"), ("peak_memory_gb", "memory")):
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if values:
+            return f"{label} {max(values):g} GB"
+    return None
+
+
 def run_summary(ws: Workspace, run_id: int) -> dict:
     """What the tab shows about one run: status, progress, elapsed / ETA, best validation numbers."""
     run = ws.catalog.get_run(run_id)
@@ -197,7 +255,9 @@ def run_summary(ws: Workspace, run_id: int) -> dict:
             "eta": last.get("eta"), "loss": last.get("loss"), "val_t2a_r1": last.get("val_t2a_r1"),
             "val_zero_shot": last.get("val_zero_shot"), "model_id": run.model_id, "error": run.error,
             "has_checkpoint": (folder / "best" / "config.json").exists() or (folder / "last" / "config.json").exists(),
-            "created": run.created}
+            "created": run.created, "backbone": run.config.get("backbone") or "embedded",
+            "device": _run_device(ws, run_id, run.config.get("device", "auto")), "peak_memory": _peak_memory(epochs),
+            "clips_per_second": last.get("clips_per_second")}
 
 
 def promote(ws: Workspace, run_id: int) -> str:

@@ -97,6 +97,12 @@ def status_markdown(summary: dict) -> str:
             f"elapsed {hms(summary['elapsed'])} · ETA {hms(summary['eta']) if summary['status'] == 'running' else '–'}")
     if summary.get("model_id"):
         text += f" · model `{summary['model_id']}`"
+    if summary.get("backbone"):
+        text += f"\n\nStudent `{summary['backbone']}` · device {summary.get('device') or '?'}"
+        if summary.get("clips_per_second"):
+            text += f" · {summary['clips_per_second']:.1f} clips/s"
+        if summary.get("peak_memory"):
+            text += f" · peak {summary['peak_memory']}"
     if summary.get("error"):
         text += f"\n\n⚠️ {summary['error']}"
     return text
@@ -137,6 +143,39 @@ def comparison_markdown(result: dict) -> str:
     return text
 
 
+BACKBONE_HINTS = {"clap": "laion/clap-htsat-unfused (empty: that one), or a folder on the server",
+                  "combine": "facebook/wav2vec2-base+minilm: <audio encoder>+<text model>, hub ids or folders"}
+
+
+def backbone_box(kind: str):
+    """The id box only means something for clap / combine."""
+    return gr.update(visible=kind in BACKBONE_HINTS, interactive=kind in BACKBONE_HINTS,
+                     placeholder=BACKBONE_HINTS.get(kind, ""))
+
+
+def launch(state: AppState, base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v,
+           pat_v, layers_v, sources_v, keep_v="last", backbone_kind="embedded", backbone_id=""):
+    """The Launch button: the form → a run config → training.jobs.launch (admin-only: core/access.py)."""
+    try:
+        backbone = jobs.backbone_spec(backbone_kind, backbone_id)
+    except ValueError as exc:
+        raise gr.Error(str(exc))
+    config = DEFAULTS.to_dict() | {
+        "base_model": base_v or "shipped", "loss": loss_v, "beta": float(beta_v), "distill": float(distill_v),
+        "epochs": int(epochs_v),
+        "batch_size": int(batch_v), "lr": float(lr_v), "prior_lr": float(prior_lr_v),
+        "unreviewed_weight": float(unrev_v), "val_fraction": float(valf_v), "patience": int(pat_v),
+        "text_trainable_layers": int(layers_v) if int(layers_v) > 0 else -1, "sources": list(sources_v or []),
+        "keep": keep_v or "last", "backbone": backbone}
+    if pair_summary(state.ws, unreviewed_weight=config["unreviewed_weight"],
+                    sources=config["sources"] or None)["pairs"] < 2:
+        raise gr.Error("Fewer than 2 caption pairs to learn from: caption (and review) some clips first, "
+                       "or raise the weight of unreviewed captions.")
+    run = jobs.launch(state.ws, config)
+    return (f"Launched run {run.id} in the background (process {run.pid}), student `{backbone}`.",
+            gr.update(choices=run_choices(state), value=run.id))
+
+
 def base_model_choices(state: AppState) -> list[str]:
     return ["shipped", "fresh"] + [m["id"] for m in available_models(state.ws) if not m["shipped"]]
 
@@ -165,6 +204,12 @@ def build(state: AppState) -> None:
             distill = gr.Slider(0, 3, value=DEFAULTS.distill, step=0.25,
                                 label="Distillation weight (pull each clip onto its caption's point)")
             text_layers = gr.Slider(0, 6, value=0, step=1, label="MiniLM layers to fine-tune (0 = as the base model: frozen by default)")
+            with gr.Row():
+                backbone_kind = gr.Dropdown(list(jobs.BACKBONE_KINDS), value="embedded", label="Student backbone",
+                                            scale=1, info="embedded: the shipped student; clap / combine: "
+                                            "fine-tune a pretrained pair (a GPU helps)")
+                backbone_id = gr.Textbox("", label="Backbone id (hub owner/name or folder)", scale=2, visible=False,
+                                         interactive=False)
             with gr.Accordion("Hyper-parameters", open=False):
                 epochs = gr.Number(value=DEFAULTS.epochs, precision=0, minimum=1, label="Epochs")
                 batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=2, label="Batch size")
@@ -210,24 +255,12 @@ def build(state: AppState) -> None:
     timer = gr.Timer(2.0)
 
     settings_inputs = [base, loss, beta, distill, epochs, batch, lr, prior_lr, unreviewed, val_fraction, patience,
-                       text_layers, sources, keep]
+                       text_layers, sources, keep, backbone_kind, backbone_id]
 
     def do_launch(base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v, pat_v,
-                  layers_v, sources_v, keep_v="last"):
-        config = DEFAULTS.to_dict() | {
-            "base_model": base_v or "shipped", "loss": loss_v, "beta": float(beta_v), "distill": float(distill_v),
-            "epochs": int(epochs_v),
-            "batch_size": int(batch_v), "lr": float(lr_v), "prior_lr": float(prior_lr_v),
-            "unreviewed_weight": float(unrev_v), "val_fraction": float(valf_v), "patience": int(pat_v),
-            "text_trainable_layers": int(layers_v) if int(layers_v) > 0 else -1, "sources": list(sources_v or []),
-            "keep": keep_v or "last"}
-        if pair_summary(state.ws, unreviewed_weight=config["unreviewed_weight"],
-                        sources=config["sources"] or None)["pairs"] < 2:
-            raise gr.Error("Fewer than 2 caption pairs to learn from: caption (and review) some clips first, "
-                           "or raise the weight of unreviewed captions.")
-        run = jobs.launch(state.ws, config)
-        return (f"Launched run {run.id} in the background (process {run.pid}).",
-                gr.update(choices=run_choices(state), value=run.id))
+                  layers_v, sources_v, keep_v="last", backbone_kind_v="embedded", backbone_id_v=""):
+        return launch(state, base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v,
+                      pat_v, layers_v, sources_v, keep_v, backbone_kind_v, backbone_id_v)
 
     def do_cancel(run_id):
         if run_id in (None, ""):
@@ -271,6 +304,8 @@ def build(state: AppState) -> None:
 
     launch_btn.click(do_launch, settings_inputs, [launch_msg, run_pick], api_name="train_launch",
                      concurrency_limit=1)
+    # a lambda: page events of this tab are classified by that name (core/access.py PAGE_EVENTS)
+    backbone_kind.change(lambda k: backbone_box(k), [backbone_kind], [backbone_id], api_name=False)
     cancel_btn.click(do_cancel, [run_pick], [launch_msg], api_name="train_cancel")
     resume_btn.click(do_resume, [run_pick], [launch_msg], api_name="train_resume")
     activate_btn.click(do_activate, [run_pick], [launch_msg, base], api_name="train_make_active")
