@@ -4,7 +4,7 @@
 
 The port is also read from HEARSAY_PORT or GRADIO_SERVER_PORT; a busy port or a workspace folder that
 cannot be written stops the app with one line that says so (exit code 1), not a traceback.
-Access (core/access.py): no users configured → everyone is admin; `HEARSAY_USERS` → sign-in with
+Access (core/auth/access.py): no users configured → everyone is admin; `HEARSAY_USERS` → sign-in with
 roles; `HEARSAY_VISITOR_MODE=1` → anonymous read-only visitors, editors sign in at /login.
 On launch, an empty workspace is seeded with the demo clips and the active model's index is brought up to
 date in the background (the page opens at once; Search shows the indexing status).
@@ -27,8 +27,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from core import access  # noqa: E402
-from core.settings import load_settings  # noqa: E402
+from core.auth import access  # noqa: E402
+from core.store.settings import load_settings  # noqa: E402
 from ui import guard  # noqa: E402
 from ui.api import ServerNotAnswering  # noqa: E402
 from ui.state import AppState  # noqa: E402
@@ -103,7 +103,7 @@ def seed_in_background(state: AppState, index: bool = True, seed: bool = True) -
     """Import the demo clips into an empty workspace, then (with `index`) bring the active model's index
     up to date, without blocking the first page: the first search then finds the index ready, or
     indexing under way with its status shown (`state.launch_index`), instead of waiting silently."""
-    from core.importer import seed_demo
+    from core.pipeline.importer import seed_demo
 
     def prepare() -> None:
         if seed:
@@ -118,7 +118,7 @@ def seed_in_background(state: AppState, index: bool = True, seed: bool = True) -
 
 def index_active_model(state: AppState) -> None:
     """Sync the active model's collection when the catalogue moved since it was last complete."""
-    from core import index as search_index
+    from core.pipeline import index as search_index
     job = state.launch_index
     job.start()
     try:
@@ -180,8 +180,8 @@ def port_problem(host: str, port: int) -> str | None:
 def open_workspace(workspace: str | None) -> AppState:
     """The app's state on an opened workspace; a folder that cannot be created or written, or a lost
     catalogue, stops the app here with one line, before anything (the demo) is written into it."""
-    from core.catalog import CatalogUnusable
-    from core.logs import configure as configure_logs
+    from core.store.catalog import CatalogUnusable
+    from core.store.logs import configure as configure_logs
     settings = load_settings(workspace=workspace)
     state = AppState(settings)
     try:

@@ -85,13 +85,13 @@ def clips(n: int, seconds: float = 5.0, seed: int = 0) -> list[np.ndarray]:
 
 def build(kind: str, size: str, work: Path):
     """A random student of that kind and size (see the module docstring)."""
-    from core.clap_student import _quiet_transformers
+    from core.models.clap_student import _quiet_transformers
     _quiet_transformers()
     if kind == "clap":
-        from core.clap_student import ClapStudent
+        from core.models.clap_student import ClapStudent
         from training.clap_configs import clap_parts
         return ClapStudent(*clap_parts(size), {"base_model": f"random-{size}"})
-    from core.combine_student import MINILM, CombineStudent, _load_encoder, _load_text, locate_text
+    from core.models.combine_student import MINILM, CombineStudent, _load_encoder, _load_text, locate_text
     from training.combine_configs import build_audio_encoder_folder, build_sentence_folder
     if size == "tiny":
         audio_dir, text_dir = build_audio_encoder_folder(work / "w2v"), str(build_sentence_folder(work / "st"))
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
-    from core.settings import resolve_device
+    from core.store.settings import resolve_device
     device = resolve_device(args.device)
     sizes = ["tiny"] if args.quick else args.sizes
     rows = []

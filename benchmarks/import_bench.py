@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.importer import import_paths  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.pipeline.importer import import_paths  # noqa: E402
+from core.store.settings import load_settings  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitchen20"
 

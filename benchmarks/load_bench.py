@@ -58,10 +58,10 @@ QUICK = {"clips": 0, "clients": 4, "queries": 5, "caption_clips": 20}
 # -- the workspace -----------------------------------------------------------------------------------------
 def prepare_workspace(root: Path, clips: int) -> Path:
     """A new workspace with the demo clips, or the first `clips` kitchen20 clips; indexed."""
-    from core import index
-    from core.importer import import_paths, seed_demo
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.pipeline import index
+    from core.pipeline.importer import import_paths, seed_demo
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     settings = load_settings(workspace=root / "ws", seed_demo=False, chroma_mode="embedded")
     ws = Workspace(settings.workspace, settings)
     if clips:
@@ -321,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[load] app up in {startup:.1f} s; {args.clients} clients × {args.queries} searches"
               f"{f', captioning {args.caption_clips} clips' if args.caption_clips else ''}", file=sys.stderr, flush=True)
         result = run_load(url, password, args.clients, args.queries, args.caption_clips, app.pid)
-        from core.settings import load_settings
-        from core.workspace import Workspace
+        from core.store.settings import load_settings
+        from core.store.workspace import Workspace
         settings = load_settings(workspace=workspace, seed_demo=False)
         result["clips"] = Workspace(settings.workspace, settings).catalog.stats().clips
         result["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

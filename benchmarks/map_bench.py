@@ -5,7 +5,7 @@
 Synthetic points: a mixture of 30 Gaussian clusters in `dim` dimensions, L2-normalised like a
 model's embeddings. Timed in one fresh process, as the app meets them:
 - import: loading umap-learn (numba kernels come from numba's on-disk cache after the first run);
-- project 2D: `core.projection.project` end to end (exact kNN, UMAP layout, HDBSCAN, cache write);
+- project 2D: `core.pipeline.projection.project` end to end (exact kNN, UMAP layout, HDBSCAN, cache write);
 - cached: the same call again (a map already drawn once, e.g. after an app restart);
 - figure: building the plotly figure for all points;
 - with --full also 3D and an unseeded (parallel, non-reproducible) 2D layout.
@@ -51,8 +51,8 @@ def main() -> int:
     import numpy as np
     import pandas as pd
 
-    from core import projection
-    from core.projection import ProjectionParams
+    from core.pipeline import projection
+    from core.pipeline.projection import ProjectionParams
 
     ids, x, labels = synthetic(n, args.dim)
     result: dict = {"bench": "map", "points": n, "dim": args.dim, "threads": args.threads,

@@ -42,7 +42,7 @@ def _paired(a, b, repeat: int) -> tuple[float, float]:
 
 def stand_in_student(folder: Path) -> Path:
     import torch
-    from core.student import Student
+    from core.models.student import Student
     torch.manual_seed(0)
     model = Student()
     with torch.no_grad():      # give the zero-initialised layers weights, so the head does real work
@@ -70,9 +70,9 @@ def run(scratch: Path, argv: list[str] | None) -> int:
 
     import torch
     torch.set_num_threads(args.threads)
-    from core import models
-    from core.onnx_student import OnnxStudent
-    from core.student import Student, collate_features
+    from core.models import registry as models
+    from core.models.onnx_student import OnnxStudent
+    from core.models.student import Student, collate_features
     from training.export_onnx import _cosines, demo_texts, demo_waves, export
 
     try:

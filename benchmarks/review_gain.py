@@ -75,8 +75,8 @@ class Scorer:
     """Zero-shot top-1 on fixed clips; the frozen front end runs once per clip, not once per model."""
 
     def __init__(self, items: list[sb.Item]):
-        from core import audio
-        from core.student import Student, StudentConfig, collate_features, extract_features
+        from core.store import audio
+        from core.models.student import Student, StudentConfig, collate_features, extract_features
         from training.evaluate import clean_label
         cfg = StudentConfig()
         self.labels = [clean_label(it.label) for it in items]
@@ -90,7 +90,7 @@ class Scorer:
 
     def __call__(self, model) -> float:
         import torch
-        from core import metrics
+        from core.pipeline import metrics
         from training.evaluate import DEFAULT_TEMPLATES, class_embeddings
         model.eval()
         with torch.no_grad():
@@ -103,7 +103,7 @@ class Scorer:
 def run(args) -> dict:
     import torch
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    from core.student import Student
+    from core.models.student import Student
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     fold_of = folds()

@@ -4,8 +4,8 @@
                                       [--model active] [--json-out FILE]
 
 1. Indexing: imports kitchen20 (../shared/data/kitchen20) into a temporary workspace and times
-   `core.index.sync` with the model: clips/s, and the time 10k clips would take at that rate.
-2. Query latency, end to end as the app runs it: `core.search.search_text` = the model's text
+   `core.pipeline.index.sync` with the model: clips/s, and the time 10k clips would take at that rate.
+2. Query latency, end to end as the app runs it: `core.pipeline.search.search_text` = the model's text
    encoding + Chroma top-10 + the metadata that comes back with it, over N synthetic vectors in
    the model's space (clustered around its embeddings of sound descriptions, with metadata
    shaped like real records); the lookup alone (`search_vector`: Chroma top-10 + metadata, no
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from core import index, search  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from core.pipeline import index, search  # noqa: E402
+from core.store.settings import load_settings  # noqa: E402
+from core.store.workspace import Workspace  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 QUERIES = [
@@ -62,7 +62,7 @@ def get_model(ws: Workspace, name: str):
     try:
         return index.resolve_embedder(ws, name), name
     except index.IndexUnavailable as exc:
-        from core.student import Student
+        from core.models.student import Student
         print(f"[bench] {exc} — using an untrained student (same architecture, same speed)", file=sys.stderr)
         return Student(), "untrained student"
 
@@ -73,7 +73,7 @@ def workspace(tmp: Path, name: str) -> Workspace:
 
 
 def bench_indexing(tmp: Path, model: str, limit: int) -> dict:
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     folder = SHARED_DATA / "kitchen20"
     if not folder.is_dir():
         return {"skipped": f"{folder} not found"}

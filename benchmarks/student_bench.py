@@ -17,7 +17,7 @@ labels in ../shared/data are used only to score. Three held-out protocols, all r
 - `loso` (leave one set out; sound domains absent from training): for each evaluation set, a
   student trains on the demo clips and every *other* set, then is scored on the whole held-out set,
   beside the teacher's captions, the untrained class-name prior and the student fused with the
-  teacher's captions (core/fusion.py, caption weights FUSION_WEIGHTS). This is the acceptance table
+  teacher's captions (core/pipeline/fusion.py, caption weights FUSION_WEIGHTS). This is the acceptance table
   (printed last, to stderr): a recipe that gains in-domain and loses on a left-out set regressed.
 
 Score: zero-shot accuracy through `training.evaluate.evaluate` (nearest "the sound of <label>"),
@@ -90,7 +90,7 @@ def is_test(item: Item) -> bool:
 
 def load_items(work: Path) -> list[Item]:
     """Every clip of ../shared/data and assets/demo, with its content hash (cached: decoding is slow)."""
-    from core import audio
+    from core.store import audio
     hashes_path = work / "content_hashes.json"
     hashes = json.loads(hashes_path.read_text()) if hashes_path.exists() else {}
     items: list[Item] = []
@@ -119,7 +119,7 @@ def load_items(work: Path) -> list[Item]:
 
 # -- teacher captions ------------------------------------------------------------------------------------
 def teacher():
-    from core.teachers import get_teacher
+    from core.models.teachers import get_teacher
     return get_teacher("embedded")
 
 
@@ -142,7 +142,7 @@ def read_captions(work: Path) -> dict[str, dict]:
 
 def caption_items(items: list[Item], work: Path, batch: int = 32) -> dict[str, dict]:
     """Teacher captions of every item (cached by teacher.cache_key(content hash)); returns sha → row."""
-    from core import audio
+    from core.store import audio
     t = teacher()
     cache = read_captions(work)
     todo = [it for it in items if t.cache_key(it.sha) not in cache]
@@ -169,9 +169,9 @@ def caption_items(items: list[Item], work: Path, batch: int = 32) -> dict[str, d
 # -- workspaces and training ----------------------------------------------------------------------------
 def build_workspace(root: Path, items: list[Item], captions: dict[str, dict], features: Path):
     """A fresh workspace holding `items`, each with its teacher caption (unreviewed) and label (scoring only)."""
-    from core.importer import import_paths
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.pipeline.importer import import_paths
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
 
     if root.exists():
         shutil.rmtree(root)
@@ -212,7 +212,7 @@ def train_student(ws, config: dict, quiet: bool = False):
 
 # -- scoring --------------------------------------------------------------------------------------------
 def eval_set(items: list[Item], name: str):
-    from core import audio
+    from core.store import audio
     from training.evaluate import EvalItem, EvalSet, clean_label
     evs = [EvalItem(it.filename, clean_label(it.label), None, (lambda p=it.path: audio.decode(p)[0]))
            for it in items]
@@ -226,7 +226,7 @@ def score(model, items: list[Item], name: str) -> dict:
     return {"clips": r.clips, "zero_shot_acc": r.zero_shot_acc, "t2a_r10": r.t2a_r10, "map10": r.map10}
 
 
-FUSION_WEIGHTS = (0.3, 0.5)     # caption weights of the loso "fused" columns (core/fusion.py)
+FUSION_WEIGHTS = (0.3, 0.5)     # caption weights of the loso "fused" columns (core/pipeline/fusion.py)
 
 
 def score_fused(model, items: list[Item], name: str, work: Path, weights=FUSION_WEIGHTS) -> dict[str, dict]:
@@ -253,7 +253,7 @@ def protocol_split(items, captions, work, config, quiet=True) -> tuple[dict, Pat
     ws = build_workspace(work / "ws-split", train, captions, work / "features")
     t0 = time.time()
     result = train_student(ws, config, quiet)
-    from core.student import Student
+    from core.models.student import Student
     model = Student.load(result.model_path)
     rows = {}
     base = baseline_model(work)
@@ -277,7 +277,7 @@ def cv_fold(item: Item, k: int = 3) -> int | None:
 
 def protocol_cv(items, captions, work, config, k: int = 3, quiet=True) -> dict:
     """k-fold cross-validation: every evaluation clip is held out once; accuracies pool all folds."""
-    from core.student import Student
+    from core.models.student import Student
     base = baseline_model(work)
     hits: dict[str, dict[str, int]] = {name: {"clips": 0, "student": 0, "teacher_captions": 0} for name in EVAL_SETS}
     for fold in range(k):
@@ -297,7 +297,7 @@ def protocol_cv(items, captions, work, config, k: int = 3, quiet=True) -> dict:
 
 
 def protocol_loso(items, captions, work, config, quiet=True) -> dict:
-    from core.student import Student
+    from core.models.student import Student
     base = baseline_model(work)
     prior = Student()                  # the untrained class-name prior: what training must not lose
     rows = {}
@@ -321,7 +321,8 @@ def protocol_loso(items, captions, work, config, quiet=True) -> dict:
 # -- speed ----------------------------------------------------------------------------------------------
 def embedding_speed(model, items: list[Item], n: int = 128, batch: int = 32) -> dict:
     """clips/s for 5 s clips at batch 32: the whole student, and the log-mel front end alone."""
-    from core import audio, yamnet
+    from core.store import audio
+    from core.models import yamnet
     waves = []
     for it in items:
         if it.set == "kitchen20":
@@ -357,8 +358,8 @@ def epoch_speed(items: list[Item], captions: dict, n_clips: int = 2000, distinct
     the first): `distinct` real training clips with their teacher captions, repeated to `n_clips`."""
     import random
     import torch
-    from core import audio
-    from core.student import Student, StudentConfig
+    from core.store import audio
+    from core.models.student import Student, StudentConfig
     from training import data as D
     from training.losses import make_loss
     from training.train import TrainConfig, param_groups
@@ -397,7 +398,7 @@ def _threads() -> int:
 
 def ship(model_path: Path, report: dict) -> Path:
     """Copy the split-protocol student into assets/student with a model card that carries the numbers."""
-    from core.student import Student
+    from core.models.student import Student
     model = Student.load(model_path)
     t = teacher()
     metrics, behind = {}, []
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     items = load_items(work)
     report: dict = {"protocol": "see benchmarks/student_bench.py docstring", "clips": len(items)}
     if args.quick:          # the shipped student on the split protocol's test clips, and the speed figures
-        from core.models import get_embedder
+        from core.models.registry import get_embedder
         model = get_embedder("shipped")
         test = [it for it in items if it.test]
         some_train = [it for it in items if not it.test and it.set != "demo"][:250]
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         report["config"] = config
         if "split" in args.protocols:
             report["split"], model_path = protocol_split(items, captions, work, config)
-            from core.student import Student
+            from core.models.student import Student
             report["embedding_speed"] = embedding_speed(Student.load(model_path), items)
             report["epoch_speed"] = epoch_speed(items, captions)
             report["split"]["model_path"] = str(model_path)

@@ -34,7 +34,7 @@ def label_prompt(label: str) -> str:
 
 def zero_shot_accuracy(captions: list[str], labels: list[str]) -> float:
     """Share of captions nearest (MiniLM cosine) to their own label's prompt among the set's labels."""
-    from core.text_encoder import encode
+    from core.models.text_encoder import encode
 
     classes = sorted(set(labels))
     prompts = encode([label_prompt(c) for c in classes])
@@ -45,7 +45,7 @@ def zero_shot_accuracy(captions: list[str], labels: list[str]) -> float:
 
 
 def load_set(name: str, limit: int | None = None, seed: int = 0) -> tuple[list[str], list[str], list[np.ndarray]]:
-    from core import audio
+    from core.store import audio
 
     folder = DATA / name
     rows = list(csv.DictReader(open(folder / "meta.csv", newline="", encoding="utf-8")))
@@ -56,7 +56,7 @@ def load_set(name: str, limit: int | None = None, seed: int = 0) -> tuple[list[s
 
 
 def run(teacher_name: str, sets: list[str], limit: int | None, batch: int) -> dict:
-    from core.teachers import get_teacher
+    from core.models.teachers import get_teacher
 
     teacher = get_teacher(teacher_name)
     teacher.caption([np.zeros(16000, np.float32) + 1e-3])          # load models before timing

@@ -16,13 +16,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 COMMANDS = [
-    "core.cli_library",      # import, stats
-    "core.cli_caption",      # caption
-    "core.cli_ops",          # doctor, backup, restore
-    "core.cli_search",       # index, search
-    "core.cli_review",       # export, import-export, review-stats
-    "core.cli_project",      # project (UMAP map as HTML)
-    "core.cli_access",       # hash-password, users
+    "core.cli.library",      # import, stats
+    "core.cli.caption",      # caption
+    "core.cli.ops",          # doctor, backup, restore
+    "core.cli.search",       # index, search
+    "core.cli.review",       # export, import-export, review-stats
+    "core.cli.project",      # project (UMAP map as HTML)
+    "core.cli.access",       # hash-password, users
 ]
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     args = parser.parse_args(argv)
-    from core.catalog import CatalogUnusable
+    from core.store.catalog import CatalogUnusable
     try:
         return int(args.func(args) or 0)
     except CatalogUnusable as exc:      # a lost or damaged catalogue: one line that says how to recover

@@ -31,13 +31,13 @@ def tone(seconds: float = 2.0, freq: float = 440.0, sr: int = 16_000, amp: float
 
 @pytest.fixture
 def settings(tmp_path):
-    from core.settings import load_settings
+    from core.store.settings import load_settings
     return load_settings(workspace=tmp_path / "ws", seed_demo=False)
 
 
 @pytest.fixture
 def ws(settings):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     return Workspace(settings.workspace, settings)
 
 
@@ -51,7 +51,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def demo_ws(ws, shared_data):
     """A workspace holding the 10 real ovos_animals clips (with their meta.csv labels)."""
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     report = import_paths(ws, [shared_data / "ovos_animals"])
     assert report.count("imported") == 10, report.summary()
     return ws

@@ -7,8 +7,8 @@ import gradio as gr
 import httpx
 import pytest
 
-from core import access
-from core.access import ADMIN, ANNOTATOR, VISITOR, AccessPolicy, parse_users
+from core.auth import access
+from core.auth.access import ADMIN, ANNOTATOR, VISITOR, AccessPolicy, parse_users
 
 USERS = "ann:pw-admin:admin,bob:pw-annotator:annotator,vic:pw-visitor:visitor"
 NEEDS = "needs the"          # every refusal says which role an action needs
@@ -61,7 +61,7 @@ def test_the_table_is_default_deny():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     from app import build_app
-    from core.settings import load_settings
+    from core.store.settings import load_settings
     from ui.state import AppState
     state = AppState(load_settings(workspace=tmp_path_factory.mktemp("ws"), seed_demo=False))
     return build_app(state, AccessPolicy(parse_users(USERS), visitor_mode=True))
@@ -69,7 +69,7 @@ def built(tmp_path_factory):
 
 def test_every_event_of_every_tab_is_classified(built):
     report = built.hearsay_protection
-    assert report.unclassified == [], f"classify these events in core/access.py: {report.unclassified}"
+    assert report.unclassified == [], f"classify these events in core/auth/access.py: {report.unclassified}"
     assert report.problems == []
     guarded = [f for f in built.fns.values() if f.fn is not None]
     assert guarded and all(getattr(f.fn, "_hearsay_guarded", False) for f in guarded)
@@ -131,7 +131,7 @@ def public_events(report) -> dict[str, str]:
 def test_every_write_endpoint_checks_the_role_on_the_server(demo_ws, auth_app_factory):
     from gradio_client import Client
     from ui.state import AppState
-    from core.logs import configure
+    from core.store.logs import configure
     state = AppState(demo_ws.settings)
     log_path = configure(demo_ws.root)
     url = auth_app_factory(state, AccessPolicy(parse_users(USERS)))
@@ -181,8 +181,8 @@ def _detach_log(path):
 
 def test_visitor_mode_lets_anyone_search_and_editors_sign_in(demo_ws, auth_app_factory, tmp_path):
     from gradio_client import Client
-    from core import models
-    from core.student import Student
+    from core.models import registry as models
+    from core.models.student import Student
     from ui.state import AppState
     student = Student()
     folder = student.save(tmp_path / "student")
@@ -268,7 +268,7 @@ class FakeClock:
 
 
 def test_sign_in_backs_off_per_name_and_per_address():
-    from core.throttle import LoginThrottle
+    from core.auth.throttle import LoginThrottle
     clock = FakeClock()
     throttle = LoginThrottle(free=5, base=1.0, cap=60.0, clock=clock)
     for _ in range(5):                                       # five free tries, each counted until it succeeds
@@ -296,7 +296,7 @@ def test_sign_in_backs_off_per_name_and_per_address():
 
 
 def test_sign_in_memory_stays_bounded():
-    from core.throttle import LoginThrottle
+    from core.auth.throttle import LoginThrottle
     throttle = LoginThrottle(max_keys=100, clock=FakeClock())
     for i in range(1000):                                    # random names from random addresses
         throttle.begin(f"user{i}", f"10.0.{i // 256}.{i % 256}")
@@ -336,7 +336,7 @@ def test_plaintext_passwords_are_named_at_startup(capsys, caplog):
 
 
 def test_a_sign_in_is_refused_quickly_while_locked_and_failures_are_logged(caplog):
-    from core.throttle import LoginThrottle
+    from core.auth.throttle import LoginThrottle
     clock = FakeClock()
     gate = access.SignIn(AccessPolicy(parse_users(USERS)), LoginThrottle(free=2, base=10, clock=clock))
     caplog.set_level("INFO", logger="hearsay.access")
@@ -354,7 +354,7 @@ def test_a_sign_in_is_refused_quickly_while_locked_and_failures_are_logged(caplo
 
 # -- uploads (D17) and secrets in stored errors (D16) --------------------------------------------------
 def test_visitor_uploads_have_a_quota_per_address():
-    from core.throttle import UploadQuota
+    from core.auth.throttle import UploadQuota
     clock = FakeClock()
     quota = UploadQuota(per_window=10_000, window=3600, clock=clock)
     assert quota.take("1.1.1.1", 6000) and not quota.take("1.1.1.1", 6000) and quota.take("2.2.2.2", 6000)

@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from core.importer import import_paths
-from core.student import AudioFeatures, Student, StudentConfig, collate_features
+from core.pipeline.importer import import_paths
+from core.models.student import AudioFeatures, Student, StudentConfig, collate_features
 from tests.conftest import tone
 from training import data as D
 from training.anchor import Anchor

@@ -16,10 +16,10 @@ ENDPOINTS = {"/search": ["query", "k", "model"], "/search_audio": ["file", "k", 
 
 @pytest.fixture(scope="module")
 def demo_settings(tmp_path_factory):
-    from core import index
-    from core.importer import seed_demo
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.pipeline import index
+    from core.pipeline.importer import seed_demo
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     settings = load_settings(workspace=tmp_path_factory.mktemp("api") / "ws", seed_demo=False)
     ws = Workspace(settings.workspace, settings)
     assert seed_demo(ws).count("imported") >= 80
@@ -42,7 +42,7 @@ def client_of(demo_settings, app_factory, auth_app_factory):
 
 
 def dog_clip_ids(settings) -> set[int]:
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     catalog = Workspace(settings.workspace, settings).catalog
     return {c.id for r in catalog.recordings() if "dog" in r.original_name for c in catalog.clips(recording_id=r.id)}
 
@@ -117,7 +117,7 @@ def test_bad_input_gets_one_clear_message(client_of, tmp_path):
 def test_visitors_may_search_and_caption_but_not_spend_a_paid_teacher(client_of, demo_settings):
     from gradio_client import handle_file
 
-    from core.access import AccessPolicy, parse_users
+    from core.auth.access import AccessPolicy, parse_users
     client = client_of(AccessPolicy(parse_users("ann:pw-ann-1:annotator"), visitor_mode=True))
     hits = client.predict(query="dog barking", k=3, api_name="/search")
     assert httpx.get(hits[0]["audio_url"]).status_code == 200

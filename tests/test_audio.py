@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core import audio
+from core.store import audio
 from tests.conftest import tone
 
 

@@ -5,10 +5,10 @@ import threading
 
 import pytest
 
-from core import teachers
-from core.captioning import caption_clips, caption_rows, caption_selection, caption_versions, select_clips
-from core.catalog import ClipQuery
-from core.teachers.base import Teacher
+from core.models import teachers
+from core.pipeline.captioning import caption_clips, caption_rows, caption_selection, caption_versions, select_clips
+from core.store.catalog import ClipQuery
+from core.models.teachers.base import Teacher
 
 
 class CountingTeacher(Teacher):
@@ -96,7 +96,7 @@ def test_cancel_then_resume_where_it_stopped(demo_ws):
 
 
 def test_reimported_audio_reuses_cached_captions(demo_ws, shared_data):
-    from core.importer import delete_clips, import_paths
+    from core.pipeline.importer import delete_clips, import_paths
     ws = demo_ws
     teacher = CountingTeacher()
     caption_clips(ws, ws.catalog.clip_ids(), teacher)

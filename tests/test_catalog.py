@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from core.catalog import MIGRATIONS, Catalog, ClipQuery, ConflictError
+from core.store.catalog import MIGRATIONS, Catalog, ClipQuery, ConflictError
 
 
 def add(cat: Catalog, sha="a" * 64, windows=((0.0, 10.0), (9.0, 19.0)), **kw):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.importer import import_paths
+from core.pipeline.importer import import_paths
 from tests.conftest import tone
 
 CAPTIONS = ["a low hum", "a high tone", "a dog barks", "a cat meows", "a bird sings", "rain sounds",
@@ -47,9 +47,9 @@ def _train(ws, folder, epochs=1, **extra):
 
 
 def test_train_save_load_index_search_evaluate(clap_ws, tiny_clap, tmp_path):
-    from core import index, search
-    from core.clap_student import ClapStudent
-    from core.models import clear_cache, get_embedder
+    from core.pipeline import index, search
+    from core.models.clap_student import ClapStudent
+    from core.models.registry import clear_cache, get_embedder
     from training.__main__ import main as training_main
 
     ws = clap_ws
@@ -105,7 +105,7 @@ def test_train_save_load_index_search_evaluate(clap_ws, tiny_clap, tmp_path):
 
 
 def test_frozen_layers_keep_their_weights(clap_ws, tiny_clap):
-    from core.clap_student import ClapStudent
+    from core.models.clap_student import ClapStudent
     result = _train(clap_ws, tiny_clap, backbone_options={"freeze_audio_layers": -1, "freeze_text_layers": 1,
                                                           "lr": 1e-2})
     before, after = ClapStudent.load(tiny_clap).model.state_dict(), ClapStudent.load(result.model_path).model.state_dict()
@@ -126,7 +126,7 @@ def test_resume_continues_after_the_last_epoch(clap_ws, tiny_clap):
 
 
 def test_clap_baseline_is_the_untrained_student(tiny_clap):
-    from core.clap_student import ClapStudent
+    from core.models.clap_student import ClapStudent
     from training.evaluate import resolve_model
     model = resolve_model(f"clap:{tiny_clap}", device="cpu")
     assert isinstance(model, ClapStudent) and model.model_id == f"clap:{tiny_clap}"
@@ -151,7 +151,7 @@ def test_lora_needs_peft_or_trains_adapters(clap_ws, tiny_clap):
 @pytest.mark.parametrize("size", ["tiny", "real"])
 def test_torch_log_mel_matches_the_feature_extractor(size):
     """ClapStudent computes the extractor's non-fusion features in torch (fast, on the GPU): same numbers."""
-    from core.clap_student import ClapStudent, audio_inputs
+    from core.models.clap_student import ClapStudent, audio_inputs
     from training.clap_configs import clap_parts, tiny_tokenizer
     if size == "real":         # the real extractor (48 kHz, 1024-point FFT, 64 mels) on the tiny model
         from transformers import ClapFeatureExtractor
@@ -163,7 +163,7 @@ def test_torch_log_mel_matches_the_feature_extractor(size):
     waves = [tone(1.3, 440) + 0.05 * rng.standard_normal(20_800).astype(np.float32),   # shorter than the window
              0.1 * rng.standard_normal(int(16_000 * (features.max_length_s + 1))).astype(np.float32)]  # longer
     ours = student.log_mel(audio_inputs(features, waves)["waveform"]).numpy()
-    from core import audio
+    from core.store import audio
     sr, limit = features.sampling_rate, features.nb_max_samples
     ready = [audio.resample(w, 16_000, sr) for w in waves]
     ready[1] = ready[1][(len(ready[1]) - limit) // 2:][:limit]                     # the same centre window
@@ -180,7 +180,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_clap):
 
     import torch
 
-    from core.clap_student import ClapStudent
+    from core.models.clap_student import ClapStudent
     from training.losses import make_loss
     from training.train_clap import Collate, enable_checkpointing
     student = ClapStudent.load(tiny_clap).train()
@@ -245,7 +245,7 @@ def test_cli_trains_a_clap_student(clap_ws, tiny_clap, capsys):
 
 
 def test_onnx_export_refuses_a_clap_student_in_one_line(tiny_clap, tmp_path, capsys):
-    from core.clap_student import ClapStudent
+    from core.models.clap_student import ClapStudent
     from training.__main__ import main as training_main
     folder = ClapStudent.load(tiny_clap).save(tmp_path / "saved")
     assert training_main(["export-onnx", "--model", str(folder)]) == 2
@@ -254,8 +254,8 @@ def test_onnx_export_refuses_a_clap_student_in_one_line(tiny_clap, tmp_path, cap
 
 
 def test_missing_model_says_what_to_download(ws, tmp_path, capsys, monkeypatch):
-    from core.clap_student import ModelUnavailable, locate
-    from core.models import get_embedder
+    from core.models.clap_student import ModelUnavailable, locate
+    from core.models.registry import get_embedder
     from training.__main__ import main as training_main
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub.constants as hc

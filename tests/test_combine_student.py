@@ -19,9 +19,9 @@ def parts(tmp_path_factory):
 
 
 def test_train_save_load_index_search_evaluate(clap_ws, parts, tmp_path):  # noqa: F811
-    from core import index, search
-    from core.combine_student import CombineStudent
-    from core.models import clear_cache, get_embedder
+    from core.pipeline import index, search
+    from core.models.combine_student import CombineStudent
+    from core.models.registry import clear_cache, get_embedder
     from training.evaluate import evaluate, load_folder
     from training.train import TrainConfig, run_training
 
@@ -75,8 +75,8 @@ def test_train_save_load_index_search_evaluate(clap_ws, parts, tmp_path):  # noq
 def test_parameters_without_gradient_are_frozen_before_ddp(parts, tiny_clap):  # noqa: F811
     """DDP on several processes refuses parameters the loss never reaches (checked by hand under
     `torchrun --nproc_per_node 2`); one dry step finds and freezes them for both kinds."""
-    from core.clap_student import ClapStudent
-    from core.combine_student import CombineStudent
+    from core.models.clap_student import ClapStudent
+    from core.models.combine_student import CombineStudent
     from tests.conftest import tone
     from training.train import TrainConfig
     from training.train_clap import Collate, freeze_unused
@@ -93,7 +93,7 @@ def test_parameters_without_gradient_are_frozen_before_ddp(parts, tiny_clap):  #
 @pytest.mark.parametrize("encoder", ["ast", "whisper"])
 def test_other_audio_encoders_embed_and_reload(parts, encoder, tmp_path):
     """AST (input_values of mel frames) and Whisper (its encoder alone, 30 s features) behind the same surface."""
-    from core.combine_student import CombineStudent
+    from core.models.combine_student import CombineStudent
     from training.combine_configs import build_audio_encoder_folder
     student = CombineStudent.from_sources(str(build_audio_encoder_folder(tmp_path / encoder, encoder)), str(parts[1]))
     waves = [np.random.default_rng(0).standard_normal(16_000 * s).astype(np.float32) * 0.1 for s in (1, 3)]
@@ -107,8 +107,8 @@ def test_other_audio_encoders_embed_and_reload(parts, encoder, tmp_path):
 def test_missing_parts_say_what_to_download(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
 
-    from core.clap_student import ModelUnavailable
-    from core.combine_student import CombineStudent, locate_text
+    from core.models.clap_student import ModelUnavailable
+    from core.models.combine_student import CombineStudent, locate_text
     from training.train_clap import parse_backbone
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert parse_backbone("combine:facebook/wav2vec2-base") == ("combine", "facebook/wav2vec2-base")

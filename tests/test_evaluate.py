@@ -171,7 +171,7 @@ def test_clap_without_local_weights_says_so(tone_folder, capsys, monkeypatch):
 
 
 def test_workspace_labelled_clips_and_history(ws, tone_folder):
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     import_paths(ws, [tone_folder])
     data = ev.load_data("workspace", ws)
     assert len(data.items) == 7 and {i.label for i in data.items} == {"low tone", "mid tone", "high tone"}
@@ -183,7 +183,7 @@ def test_workspace_labelled_clips_and_history(ws, tone_folder):
 
 
 def test_teacher_baseline_on_real_animals(shared_data, capsys):
-    pytest.importorskip("core.teachers.embedded", reason="the embedded teacher is not built yet")
+    pytest.importorskip("core.models.teachers.embedded", reason="the embedded teacher is not built yet")
     assert training_main(["evaluate", "--model", "teacher", "--data", str(shared_data / "ovos_animals"),
                           "--json"]) == 0
     out = last_json_line(capsys.readouterr().out)
@@ -194,7 +194,7 @@ def test_teacher_baseline_on_real_animals(shared_data, capsys):
 def test_evaluate_tab_through_gradio_client(app_factory, settings, tone_folder):
     from gradio_client import Client
 
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     from ui.state import AppState
     from ui.evaluate import WORKSPACE_SOURCE
 

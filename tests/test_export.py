@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core import review
-from core.export import IMPORT_ACTOR, export, import_export
-from core.workspace import Workspace
+from core.pipeline import review
+from core.pipeline.export import IMPORT_ACTOR, export, import_export
+from core.store.workspace import Workspace
 from tests.conftest import tone
 from tests.test_review import make_clips
 
@@ -132,7 +132,7 @@ def test_zipped_export_imports_and_zip_slip_is_refused(reviewed, tmp_path, setti
     import shutil
     import zipfile
 
-    from core.export import extract_zip
+    from core.pipeline.export import extract_zip
     export(reviewed, tmp_path / "zipped", "csv")
     archive = shutil.make_archive(str(tmp_path / "upload"), "zip", tmp_path, "zipped")   # as the UI offers it
     src = extract_zip(archive, tmp_path / "unpacked")
@@ -198,7 +198,7 @@ def test_csv_review_import_refuses_paths_outside_the_export(ws, tmp_path):
 def test_review_import_refuses_special_and_oversized_files_inside(tmp_path):
     import os
 
-    from core.settings import load_settings
+    from core.store.settings import load_settings
     small = load_settings(workspace=tmp_path / "w", max_upload_mb=0.05)
     ws = Workspace(small.workspace, small)
     src = tmp_path / "exp"
@@ -291,7 +291,7 @@ def test_keep_authors_restores_the_original_identities(ws, tmp_path):
 def test_zipped_export_bomb_is_refused_before_writing(tmp_path):
     import zipfile
 
-    from core.export import extract_zip
+    from core.pipeline.export import extract_zip
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("exp/metadata.jsonl", "{}\n")
@@ -308,7 +308,7 @@ def test_review_tab_import_passes_the_signed_in_importer(ws, tmp_path):
     from gradio.context import LocalContext
 
     from app import build_app
-    from core.access import AccessPolicy, parse_users
+    from core.auth.access import AccessPolicy, parse_users
     from ui.state import AppState
     archive = shutil.make_archive(str(tmp_path / "forged"), "zip", tmp_path, _forged(tmp_path).name)
     demo = build_app(AppState(ws.settings), AccessPolicy(parse_users("ann:pw1:admin,bob:pw2:annotator")))

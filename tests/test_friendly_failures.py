@@ -70,10 +70,10 @@ def test_user_mistakes_print_no_traceback_and_log_one_line(client, capfd, caplog
 
 
 def test_deleting_with_nothing_selected_deletes_nothing_and_says_so(client, settings):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     from tests.conftest import tone
     import soundfile as sf
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     wav = settings.workspace.parent / "tone.wav"
     sf.write(wav, tone(), 16_000)
     ws = Workspace(settings.workspace, settings)

@@ -1,4 +1,4 @@
-"""core.fusion (z-scored late fusion) and `training evaluate --fusion` on a tiny labelled folder.
+"""core.pipeline.fusion (z-scored late fusion) and `training evaluate --fusion` on a tiny labelled folder.
 
 The folder is tests/test_evaluate.py's: seven tones, the last a low tone labelled high (the audio
 model gets it wrong). The fake caption side "heard" every clip as its label says, so captions alone
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import fusion
+from core.pipeline import fusion
 from tests.test_evaluate import MODEL, ToneEmbedder, last_json_line, write_folder
 from training import evaluate as ev
 from training.__main__ import main as training_main
@@ -96,7 +96,7 @@ def test_cli_fusion_json_and_text(tmp_path, capsys, monkeypatch):
 
 
 def test_workspace_fusion_uses_published_captions(ws, tmp_path):
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     import_paths(ws, [write_folder(tmp_path / "tones")])
     for clip in ws.catalog.clips():
         rec = ws.catalog.get_recording(clip.recording_id)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.importer import import_paths
+from core.pipeline.importer import import_paths
 from tests.conftest import tone
 
 
@@ -83,8 +83,8 @@ def test_bad_inputs_are_reported_and_the_batch_goes_on(ws, tmp_path, settings):
 
 
 def test_size_limit(tmp_path):
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     small = load_settings(workspace=tmp_path / "w", max_upload_mb=0.01)
     ws = Workspace(small.workspace, small)
     write(tmp_path / "big.wav", tone(2.0))                 # 64 kB > 10 kB
@@ -155,8 +155,8 @@ def test_real_shared_set(ws, shared_data):
 # -- issue 13: decompression bombs (D6), meta.csv problems (D10), edge-case audio and names (D15) -----
 
 def _small_ws(tmp_path, mb: float):
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     small = load_settings(workspace=tmp_path / "w", max_upload_mb=mb)
     return Workspace(small.workspace, small)
 
@@ -173,7 +173,7 @@ def _zeros_zip(path, sizes: dict[str, int]):
 
 
 def test_zip_bomb_entry_is_refused_without_being_written(tmp_path, monkeypatch):
-    from core import importer
+    from core.pipeline import importer
     ws = _small_ws(tmp_path, 1.0)
     bomb = _zeros_zip(tmp_path / "bomb.zip", {"zeros.wav": 8 << 20})        # 8 MB of zeros in ~8 kB
     assert bomb.stat().st_size < 100_000
@@ -189,7 +189,7 @@ def test_zip_bomb_entry_is_refused_without_being_written(tmp_path, monkeypatch):
 
 def test_zip_entry_lying_about_its_size_is_cut_off(tmp_path):
     """zipfile trusts the central directory; the copy itself is capped as well."""
-    from core import importer
+    from core.pipeline import importer
     src = tmp_path / "big.bin"
     src.write_bytes(bytes(3 << 20))
     out = tmp_path / "out.bin"

@@ -1,4 +1,4 @@
-"""core.index + core.search (+ the CLI and the Search tab): consistency with the catalogue, filters,
+"""core.pipeline.index + core.pipeline.search (+ the CLI and the Search tab): consistency with the catalogue, filters,
 paging, hybrid scores, zero-shot labels, a real `chroma run` server, and one run on real clips.
 
 Two test doubles stand in for the student:
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core import fusion, index, search
-from core.importer import delete_clips, import_paths
-from core.workspace import Workspace
+from core.pipeline import fusion, index, search
+from core.pipeline.importer import delete_clips, import_paths
+from core.store.workspace import Workspace
 from tests.conftest import free_port, tone
 
 EDGES = np.geomspace(100, 7000, 17)
@@ -73,13 +73,13 @@ class PriorEmbedder:
     dim = 384
 
     def embed_audio(self, waves):
-        from core import yamnet
+        from core.models import yamnet
         scores = yamnet.get_tagger().clip_scores(list(waves))
         names = yamnet.class_names()
         return self.embed_text([", ".join(names[i] for i in np.argsort(-row)[:3]) for row in scores])
 
     def embed_text(self, texts):
-        from core import text_encoder
+        from core.models import text_encoder
         return text_encoder.encode(list(texts))
 
 
@@ -341,7 +341,7 @@ def test_hybrid_blends_caption_similarity(tone_ws):
     hybrid = search.search_text(ws, emb, "rain on a roof", k=3, hybrid_weight=0.7)
     top = hybrid.hits[0]
     assert top.name == "tone1000.wav" and top.caption_score > 0.5
-    # every clip is in the candidate pool here, so the whole page reproduces core.fusion on the pool
+    # every clip is in the candidate pool here, so the whole page reproduces core.pipeline.fusion on the pool
     every = search.search_text(ws, emb, "rain on a roof", k=50, hybrid_weight=0.7).hits
     audio_s = np.array([h.model_score for h in every])
     caption_s = np.array([np.nan if h.caption_score is None else h.caption_score for h in every])
@@ -366,7 +366,7 @@ def test_hybrid_blends_caption_similarity(tone_ws):
 
 
 def test_the_index_holds_published_captions_only(tone_ws):
-    """Search results and hybrid scores read what visitors may read (core/published.py): an annotator's
+    """Search results and hybrid scores read what visitors may read (core/auth/published.py): an annotator's
     undecided draft and a rejected caption never reach the index."""
     ws, emb = tone_ws, ToneEmbedder()
     draft, rejected, edited = (clip_of(ws, f"tone{f}.wav") for f in (200, 1000, 3000))
@@ -417,7 +417,7 @@ def chroma_server(tmp_path):
 
 
 def test_http_server_mode(tone_ws, chroma_server):
-    from core.settings import load_settings
+    from core.store.settings import load_settings
     settings = load_settings(workspace=tone_ws.root, chroma_mode="http", chroma_host="127.0.0.1",
                              chroma_port=chroma_server, seed_demo=False)
     ws = Workspace(tone_ws.root, settings)
@@ -462,7 +462,7 @@ def test_resolve_embedder_explains_a_missing_model(ws, monkeypatch):
 
     def no_models(name, *args, **kwargs):
         if name == "core" and args and args[2] and "models" in args[2]:
-            raise ModuleNotFoundError("No module named 'core.models'", name="core.models")
+            raise ModuleNotFoundError("No module named 'core.models.registry'", name="core.models.registry")
         return real_import(name, *args, **kwargs)
     with pytest.raises(index.IndexUnavailable, match="'no-such-model' is not available"):
         index.resolve_embedder(ws, "no-such-model")
@@ -489,8 +489,8 @@ def test_real_animal_clips_with_the_prior_model(demo_ws):
 
 
 def test_a_saved_student_checkpoint_indexes_and_searches(demo_ws, tmp_path):
-    """The real model path: a student checkpoint folder, resolved by name through core.models."""
-    student = pytest.importorskip("core.student")
+    """The real model path: a student checkpoint folder, resolved by name through core.models.registry."""
+    student = pytest.importorskip("core.models.student")
     folder = student.Student().save(tmp_path / "student")
     ws = demo_ws
     emb = index.resolve_embedder(ws, str(folder))

@@ -10,8 +10,8 @@ from tests.conftest import tone
 
 def test_launch_indexes_the_active_model_in_the_background(settings):
     from app import seed_in_background
-    from core import index
-    from core.importer import import_paths
+    from core.pipeline import index
+    from core.pipeline.importer import import_paths
     from ui.state import AppState
     state = AppState(settings)
     folder = settings.workspace.parent / "audio"

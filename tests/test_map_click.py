@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from core import projection, review
-from core.access import AccessPolicy, parse_users
-from core.projection import ProjectionParams
+from core.pipeline import projection, review
+from core.auth.access import AccessPolicy, parse_users
+from core.pipeline.projection import ProjectionParams
 from tests.test_projection import clip_named, no_index, tone_ws  # noqa: F401  (fixtures)
 from ui.map import picked_ids
 

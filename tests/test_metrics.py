@@ -1,10 +1,10 @@
-"""core.metrics on hand-made similarity matrices whose answers are worked out by hand."""
+"""core.pipeline.metrics on hand-made similarity matrices whose answers are worked out by hand."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core import metrics
+from core.pipeline import metrics
 
 
 def test_perfect_diagonal_scores_one_everywhere():

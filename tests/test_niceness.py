@@ -1,4 +1,4 @@
-"""Long jobs yield the CPU to searches (core/niceness.py): their heavy steps run on a niced thread."""
+"""Long jobs yield the CPU to searches (core/pipeline/niceness.py): their heavy steps run on a niced thread."""
 from __future__ import annotations
 
 import contextvars
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from core import niceness
-from core.captioning import caption_clips
+from core.pipeline import niceness
+from core.pipeline.captioning import caption_clips
 from tests.test_captioning import CountingTeacher
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")

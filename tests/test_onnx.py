@@ -1,4 +1,4 @@
-"""The ONNX student: export, parity with PyTorch on real clips, and serving it from core.models."""
+"""The ONNX student: export, parity with PyTorch on real clips, and serving it from core.models.registry."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import models
-from core import onnx_student as ox
-from core.settings import ASSETS
+from core.models import registry as models
+from core.models import onnx_student as ox
+from core.store.settings import ASSETS
 
 DEMO_AUDIO = ASSETS / "demo" / "audio"
 
@@ -18,7 +18,7 @@ DEMO_AUDIO = ASSETS / "demo" / "audio"
 def trained_looking_student():
     """A fresh student whose zero-initialised layers (residual MLP, log-mel branch) get random weights,
     so every part of the exported graph changes the output."""
-    from core.student import Student
+    from core.models.student import Student
     torch.manual_seed(0)
     model = Student()
     with torch.no_grad():
@@ -39,14 +39,14 @@ def exported(tmp_path_factory):
     if not DEMO_AUDIO.is_dir():
         pytest.skip("assets/demo is missing")
     folder = trained_looking_student().save(tmp_path_factory.mktemp("ckpt") / "student")
-    from core.student import Student
+    from core.models.student import Student
     student = Student.load(folder)
     report = export(student, ox.export_dir(folder), waves=demo_waves(limit=12), texts=demo_texts())
     return folder, student, report
 
 
 def real_clips(n: int = 9) -> list[np.ndarray]:
-    from core.audio import decode
+    from core.store.audio import decode
     files = sorted(DEMO_AUDIO.glob("*.flac"))
     return [decode(str(p))[0] for p in files[3::max(1, len(files) // n)][:n]]
 

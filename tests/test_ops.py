@@ -5,8 +5,8 @@ import zipfile
 
 import pytest
 
-from core.backup import backup, restore
-from core.doctor import doctor
+from core.ops.backup import backup, restore
+from core.ops.doctor import doctor
 
 
 def test_doctor_finds_and_repairs_damage(demo_ws):
@@ -93,7 +93,7 @@ def _partials(folder):
 
 def test_backup_refuses_an_output_inside_the_workspace(demo_ws, capsys):
     from core.__main__ import main
-    from core.backup import BackupError
+    from core.ops.backup import BackupError
     with pytest.raises(BackupError, match="inside the workspace"):
         backup(demo_ws, demo_ws.root / "inner.zip")
     with pytest.raises(BackupError, match="inside the workspace"):
@@ -113,7 +113,7 @@ def test_backup_leaves_out_partial_files(demo_ws, tmp_path):
 
 def test_backup_checks_free_space_first(demo_ws, tmp_path, monkeypatch):
     import shutil as real_shutil
-    from core import backup as backup_module
+    from core.ops import backup as backup_module
     usage = real_shutil.disk_usage(tmp_path)
     monkeypatch.setattr(backup_module.shutil, "disk_usage", lambda path: usage._replace(free=1000))
     with pytest.raises(backup_module.BackupError, match="free"):
@@ -162,8 +162,8 @@ def _audio_files(ws):
 
 @pytest.mark.parametrize("how", ["missing", "zero-length"])
 def test_workspace_with_audio_but_no_catalogue_is_not_reinitialised(demo_ws, how):
-    from core.catalog import CatalogLost
-    from core.workspace import Workspace
+    from core.store.catalog import CatalogLost
+    from core.store.workspace import Workspace
     _drop_catalogue(demo_ws, how)
     with pytest.raises(CatalogLost, match="restore"):
         Workspace(demo_ws.root, demo_ws.settings)
@@ -172,7 +172,7 @@ def test_workspace_with_audio_but_no_catalogue_is_not_reinitialised(demo_ws, how
 
 
 def test_a_new_workspace_folder_still_initialises(tmp_path, settings):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     ws = Workspace(tmp_path / "brand-new", settings)
     assert ws.catalog.stats().recordings == 0 and (ws.root / "catalog.db").stat().st_size > 0
 
@@ -189,8 +189,8 @@ def test_doctor_repair_refuses_a_zero_length_catalogue(demo_ws, capsys):
 
 
 def test_doctor_never_moves_the_library_out_of_an_empty_catalogue(demo_ws):
-    from core.catalog import Catalog
-    from core.workspace import Workspace
+    from core.store.catalog import Catalog
+    from core.store.workspace import Workspace
     before = _audio_files(demo_ws)
     _drop_catalogue(demo_ws, "missing")
     Catalog(demo_ws.root / "catalog.db").close()          # e.g. an older Hearsay re-created an empty schema
@@ -204,7 +204,7 @@ def test_doctor_never_moves_the_library_out_of_an_empty_catalogue(demo_ws):
 
 def test_doctor_reports_a_truncated_catalogue(demo_ws, capsys):
     from core.__main__ import main
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     before = _audio_files(demo_ws)
     with demo_ws.catalog.transaction() as db:           # enough rows that 8 KiB cuts through the tables
         db.executemany("INSERT INTO kv(key, value) VALUES(?, ?)", [(f"k{i}", "v" * 200) for i in range(300)])
@@ -280,7 +280,7 @@ def _backup_with_model_and_run(ws, tmp_path):
 
 def test_restored_copy_points_at_its_own_files_and_gets_a_new_id(demo_ws, tmp_path):
     import shutil
-    from core import index
+    from core.pipeline import index
     original_id = index.workspace_id(demo_ws)
     archive, run_id = _backup_with_model_and_run(demo_ws, tmp_path)
     shutil.move(demo_ws.root, tmp_path / "moved-away")              # the original is gone
@@ -302,7 +302,7 @@ def test_restore_of_an_older_backup_with_absolute_paths(demo_ws, tmp_path):
     con.execute("PRAGMA user_version=2")
     con.commit()
     con.close()
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     old = backup(Workspace(demo_ws.root, demo_ws.settings), tmp_path / "old.zip")
     restored = restore(old, tmp_path / "copy")
     assert restored.catalog.get_model("my-model").path == str(restored.models_dir / "my-model")
@@ -354,7 +354,7 @@ def test_restore_refuses_symlink_and_duplicate_entries(tmp_path):
 
 
 def test_a_restored_embedded_index_follows_the_new_id(demo_ws, tmp_path):
-    from core import index
+    from core.pipeline import index
     old_id = index.workspace_id(demo_ws)
     col = index.get_client(demo_ws).get_or_create_collection(f"hs-{old_id}-some-model", embedding_function=None)
     col.add(ids=["1"], embeddings=[[0.1, 0.2, 0.3]])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core import projection
-from core.projection import ProjectionParams
+from core.pipeline import projection
+from core.pipeline.projection import ProjectionParams
 from tests.conftest import tone
 
 BANDS = [0, 150, 300, 600, 1200, 2400, 4800, 8000]
@@ -163,7 +163,7 @@ def tone_ws(ws, tmp_path):
         writer = csv.DictWriter(fh, ["filename", "label"])
         writer.writeheader()
         writer.writerows(rows)
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     assert import_paths(ws, [folder]).count("imported") == 24
     words = {"low": ("a low hum", {"hum": 0.9, "drone": 0.5}), "mid": ("a mid beep", {"beep": 0.8}),
              "high": ("a high whistle", {"whistle": 0.95, "beep": 0.2})}
@@ -175,7 +175,7 @@ def tone_ws(ws, tmp_path):
 
 
 def projection_query(**kw):
-    from core.catalog import ClipQuery
+    from core.store.catalog import ClipQuery
     return ClipQuery(**kw)
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from core.access import AccessPolicy, parse_users
+from core.auth.access import AccessPolicy, parse_users
 
 USERS = "ann:pw-admin:admin,bob:pw-annotator:annotator,vic:pw-visitor:visitor"
 PUBLISHED = "a grey cat meows twice"
@@ -30,10 +30,10 @@ LEGACY_SECRET = "0123456789abcdef0123456789abcdef"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, shared_data):
     from app import build_app, head_html
-    from core import review
-    from core.importer import import_paths
-    from core.logs import configure
-    from core.settings import load_settings
+    from core.pipeline import review
+    from core.pipeline.importer import import_paths
+    from core.store.logs import configure
+    from core.store.settings import load_settings
     from ui import guard
     from ui.state import AppState
 

@@ -1,11 +1,13 @@
-"""What visitors may read of the catalogue (core/published.py): the published caption, nothing else."""
+"""What visitors may read of the catalogue (core/auth/published.py): the published caption, nothing else."""
 from __future__ import annotations
 
 import json
 
-from core import published, review
-from core.access import ANNOTATOR, VISITOR
-from core.catalog import ClipQuery
+from core.auth import published
+
+from core.pipeline import review
+from core.auth.access import ANNOTATOR, VISITOR
+from core.store.catalog import ClipQuery
 
 
 def test_the_published_caption_of_each_review_state(demo_ws):

@@ -39,8 +39,8 @@ def echo_server():
 
 @pytest.mark.parametrize("key", [KEY, "plain-custom-token-93xq"])
 def test_an_echoed_api_key_never_reaches_the_catalogue(demo_ws, echo_server, monkeypatch, key):
-    from core.captioning import caption_selection, failure_rows
-    from core.teachers.openai_compat import OpenAICompatTeacher, TeacherHTTPError
+    from core.pipeline.captioning import caption_selection, failure_rows
+    from core.models.teachers.openai_compat import OpenAICompatTeacher, TeacherHTTPError
     monkeypatch.setenv("HEARSAY_OPENAI_API_KEY", key)
     settings = dataclasses.replace(demo_ws.settings, openai_base_url=echo_server, extra={"openai_max_retries": 0})
     monkeypatch.setattr(demo_ws, "settings", settings)

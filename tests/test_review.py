@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core import review
-from core.catalog import MIGRATIONS, Catalog
+from core.pipeline import review
+from core.store.catalog import MIGRATIONS, Catalog
 from tests.conftest import tone
 
 CONFIDENCES = [0.9, 0.2, 0.6, None, 0.4]
@@ -16,7 +16,7 @@ CONFIDENCES = [0.9, 0.2, 0.6, None, 0.4]
 
 def make_clips(ws, tmp_path, confidences=CONFIDENCES) -> list[int]:
     """One short tone per confidence, each with a teacher caption (None: no confidence given)."""
-    from core.importer import import_paths
+    from core.pipeline.importer import import_paths
     folder = tmp_path / "tones"
     folder.mkdir(exist_ok=True)
     for i in range(len(confidences)):
@@ -76,14 +76,14 @@ def test_disagreement_order_uses_student_scores(ws, clips):
 
 
 def test_disagreement_hook_uses_the_active_student_or_stays_off(ws, monkeypatch):
-    import core.models
+    import core.models.registry
     fake = FakeEmbedder()
-    monkeypatch.setattr(core.models, "get_embedder", lambda name="active", ws=None, device="cpu": fake)
+    monkeypatch.setattr(core.models.registry, "get_embedder", lambda name="active", ws=None, device="cpu": fake)
     assert review.active_embedder(ws) is fake
 
     def missing(name="active", ws=None, device="cpu"):
         raise FileNotFoundError("no shipped student")
-    monkeypatch.setattr(core.models, "get_embedder", missing)
+    monkeypatch.setattr(core.models.registry, "get_embedder", missing)
     assert review.active_embedder(ws) is None                  # no student anywhere: the order is not offered
 
 

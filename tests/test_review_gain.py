@@ -24,8 +24,8 @@ def test_quick_run_reviews_nested_clips_and_scores_every_set(shared_data, tmp_pa
     for row in [report["prior"], *runs.values()]:
         assert set(row) >= {"in_domain", "ood_mean", *rg.OUT_OF_DOMAIN}
         assert all(0.0 <= row[k] <= 1.0 for k in ["in_domain", *rg.OUT_OF_DOMAIN])
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     root = tmp_path / "ws-review-0"                          # seed 0's workspace holds the simulated edits
     cat = Workspace(root, load_settings(workspace=root, seed_demo=False)).catalog
     edited = cat.clip_ids_by_status("edited")

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from core import index, review, search, search_view
-from core.access import AccessPolicy, parse_users
+from core.pipeline import index, review, search, search_view
+from core.auth.access import AccessPolicy, parse_users
 from tests.test_index_search import ToneEmbedder, clip_of, tone_ws  # noqa: F401 - tone_ws is a fixture
 
 NONE = [[], [], [], None, None, None, None, None]        # the eight filter inputs, empty
@@ -133,9 +133,9 @@ def test_visitors_never_see_review_statuses(tone_ws, auth_app_factory, monkeypat
 @pytest.fixture(scope="module")
 def demo_search(tmp_path_factory):
     """The bundled demo indexed with the shipped student (the model the floor was measured on)."""
-    from core.importer import seed_demo
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.pipeline.importer import seed_demo
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     settings = load_settings(workspace=tmp_path_factory.mktemp("demo") / "ws", seed_demo=False)
     ws = Workspace(settings.workspace, settings)
     seed_demo(ws)

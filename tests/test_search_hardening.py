@@ -14,8 +14,10 @@ import httpx
 import numpy as np
 import pytest
 
-from core import index, models, search
-from core.access import AccessPolicy, parse_users
+from core.pipeline import index, search
+
+from core.models import registry as models
+from core.auth.access import AccessPolicy, parse_users
 from tests.test_index_search import ToneEmbedder, clip_of, tone_ws  # noqa: F401 - tone_ws is a fixture
 
 NONE = [[], [], [], None, None, None, None, None]        # the eight filter inputs, empty
@@ -24,7 +26,7 @@ NONE = [[], [], [], None, None, None, None, None]        # the eight filter inpu
 @pytest.fixture
 def tone_models(monkeypatch):
     """Every checkpoint folder loads as a ToneEmbedder with the folder's model id."""
-    from core import student
+    from core.models import student
     monkeypatch.setenv("HEARSAY_ONNX", "0")
 
     def load(folder, device="cpu"):
@@ -231,7 +233,7 @@ def test_a_rebuild_also_rebuilds_captions_without_a_gap(tone_ws):
 
 
 def test_cli_search_never_runs_an_unbounded_sync(tone_ws, monkeypatch, capsys):
-    from core import cli_search
+    from core.cli import search as cli_search
     from core.__main__ import main
     emb = ToneEmbedder()
     monkeypatch.setattr(index, "resolve_embedder", lambda ws, model="active", **kw: emb)
@@ -271,7 +273,7 @@ def test_a_query_never_waits_for_a_bulk_encoding(monkeypatch):
     """An index filling its captions (a caption job publishes some every second) encodes them on a
     niced thread; a query waiting for the same encoder waited for that slow thread. Long calls have
     a copy of their own: a query is answered while one is still running."""
-    from core import text_encoder
+    from core.models import text_encoder
     release, calls = threading.Event(), []
 
     class Model:
@@ -376,7 +378,7 @@ def test_concurrent_queries_share_encoder_calls():
 
 
 def test_a_query_text_is_encoded_once_for_the_model_and_the_captions(monkeypatch):
-    from core import text_encoder
+    from core.models import text_encoder
     calls = []
     monkeypatch.setattr(text_encoder, "_encode",
                         lambda texts, batch_size, device, bulk=False: calls.append(list(texts)) or np.eye(384, dtype=np.float32)[

@@ -8,8 +8,8 @@ import types
 
 def test_gpu_is_a_no_op_without_the_spaces_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "spaces", None)          # importing it now fails
-    import core.gpu
-    gpu = importlib.reload(core.gpu)
+    import core.models.gpu
+    gpu = importlib.reload(core.models.gpu)
     try:
         def work(x):
             return x + 1
@@ -17,7 +17,7 @@ def test_gpu_is_a_no_op_without_the_spaces_package(monkeypatch):
         assert gpu.gpu(work) is work and gpu.gpu(duration=120)(work) is work
     finally:
         monkeypatch.undo()
-        importlib.reload(core.gpu)
+        importlib.reload(core.models.gpu)
 
 
 def test_gpu_uses_spaces_gpu_when_present(monkeypatch):
@@ -29,8 +29,8 @@ def test_gpu_uses_spaces_gpu_when_present(monkeypatch):
             return lambda f: ("wrapped", f)
         return ("wrapped", fn)
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=fake_gpu))
-    import core.gpu
-    gpu = importlib.reload(core.gpu)
+    import core.models.gpu
+    gpu = importlib.reload(core.models.gpu)
     try:
         def work():
             return 1
@@ -39,4 +39,4 @@ def test_gpu_uses_spaces_gpu_when_present(monkeypatch):
         assert gpu.gpu(duration=300)(work) == ("wrapped", work) and calls[-1] == {"duration": 300}
     finally:
         monkeypatch.undo()
-        importlib.reload(core.gpu)
+        importlib.reload(core.models.gpu)

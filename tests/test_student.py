@@ -1,4 +1,4 @@
-"""core.student and core.models: the student's inference surface, checkpoints and model resolution."""
+"""core.models.student and core.models.registry: the student's inference surface, checkpoints and model resolution."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import models
-from core.embedder import Embedder
-from core.student import (CONFIG_NAME, WEIGHTS_NAME, AudioFeatures, Student, StudentConfig, collate_features,
+from core.models import registry as models
+from core.models.embedder import Embedder
+from core.models.student import (CONFIG_NAME, WEIGHTS_NAME, AudioFeatures, Student, StudentConfig, collate_features,
                           extract_features, student_patches)
 from tests.conftest import tone
 
@@ -107,7 +107,7 @@ def test_fine_tuned_text_layers_are_saved_and_only_they(tmp_path):
 
 def test_untrained_student_already_hears_real_sounds(shared_data):
     """The class-name prior alone: a dog recording lands nearer to 'dog' than to unrelated sounds."""
-    from core import audio
+    from core.store import audio
     model = Student(StudentConfig())
     names = ["dog", "cow", "sheep"]
     clips = [audio.decode(shared_data / "ovos_animals" / "audio" / f"{n}.flac")[0] for n in names]
@@ -119,7 +119,7 @@ def test_untrained_student_already_hears_real_sounds(shared_data):
 
 def test_features_match_the_tagger():
     """The student's patches at YAMNet's own hop give the tagger's own logits."""
-    from core import yamnet
+    from core.models import yamnet
     wave = tone(3.0, 440.0)
     f = extract_features([wave], patch_hop=yamnet.PATCH_HOP)[0]
     ref = yamnet.get_tagger().patch_logits([wave])[0]
@@ -134,7 +134,8 @@ def test_features_match_the_tagger():
 def test_quiet_clips_are_lifted_for_the_tagger_only(shared_data):
     """A quiet booth recording: the tagger hears it raised (as the teacher does) and stops hearing
     "Silence"; the log-mel branch keeps the true level; a loud clip is left exactly as it was."""
-    from core import audio, yamnet
+    from core.store import audio
+    from core.models import yamnet
     wave = audio.decode(shared_data / "jt_booth_sounds" / "audio" / "ElectricShaver__Shaver01.flac")[0]
     assert yamnet.tagging_gain(wave) > 2.0
     plain, lifted = extract_features([wave]), extract_features([wave], quiet_gain=True)
@@ -149,7 +150,7 @@ def test_quiet_clips_are_lifted_for_the_tagger_only(shared_data):
 def test_tagger_embeddings_come_from_the_same_pass():
     """The 1024-d embeddings ride along with the class scores: same logits, non-negative (post-ReLU)
     embeddings that differ between different sounds."""
-    from core import yamnet
+    from core.models import yamnet
     tagger = yamnet.get_tagger()
     assert tagger.has_embeddings
     p = np.concatenate([yamnet.patches(tone(2.0, 440.0)), yamnet.patches(tone(2.0, 3000.0, amp=0.05))])
@@ -167,7 +168,7 @@ def test_checkpoints_from_before_the_gain_and_embeddings_keep_their_front_end():
     assert StudentConfig.from_dict(StudentConfig().to_dict()).quiet_gain is True
 
 
-# -- core.models -------------------------------------------------------------------------------------------
+# -- core.models.registry -------------------------------------------------------------------------------------------
 def test_models_resolve_folders_ids_and_active(ws, student, tmp_path):
     folder = student.save(tmp_path / "m1")
     models.clear_cache()
@@ -196,8 +197,8 @@ def test_active_falls_back_to_the_shipped_student(ws):
 
 
 def test_class_name_prior_speaks_like_the_teacher():
-    from core import yamnet
-    from core.student import class_phrases, class_weights
+    from core.models import yamnet
+    from core.models.student import class_phrases, class_weights
     names = yamnet.class_names()
     spoken = class_phrases("{spoken}")
     assert spoken[names.index("Dog")] == "a dog barks"

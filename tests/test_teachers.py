@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.teachers import composer, get_teacher, teacher_names
-from core.teachers.base import Teacher, TeacherOutput
-from core.teachers.descriptors import describe
-from core.teachers.vocabulary import entry, present_participle, third_person
+from core.models.teachers import composer, get_teacher, teacher_names
+from core.models.teachers.base import Teacher, TeacherOutput
+from core.models.teachers.descriptors import describe
+from core.models.teachers.vocabulary import entry, present_participle, third_person
 from tests.conftest import free_port, tone
 
 SR = 16_000
@@ -48,8 +48,8 @@ def test_caption_each_isolates_a_failing_clip():
 
 # -- wording -------------------------------------------------------------------------------------
 def test_vocabulary_rows_name_real_classes_and_inflect():
-    from core import yamnet
-    from core.teachers.vocabulary import _rows
+    from core.models import yamnet
+    from core.models.teachers.vocabulary import _rows
     labels = set(yamnet.class_names())
     assert set(_rows()) <= labels
     assert third_person("open and close") == "opens and closes" and third_person("coo") == "coos"
@@ -69,7 +69,7 @@ def _scene(labels, tracks: dict[str, list[float]], wave=None, transcript=None, n
 
 @pytest.fixture(scope="module")
 def labels():
-    from core import yamnet
+    from core.models import yamnet
     return yamnet.class_names()
 
 
@@ -95,7 +95,7 @@ def test_composer_varies_wording_but_is_deterministic(labels):
 
 
 def test_composer_quotes_believable_speech_only(labels):
-    from core.teachers.speech import Transcript
+    from core.models.teachers.speech import Transcript
     said = _scene(labels, {"Speech": [0.9] * 9}, transcript=Transcript("Turn left at the lights.", 0.8, 0.05))
     assert '"turn left at the lights"' in composer.compose(said, seed=0).caption
     shaky = _scene(labels, {"Speech": [0.9] * 9}, transcript=Transcript("Speedo.", 0.2, 0.7))
@@ -112,12 +112,12 @@ def test_composer_silence_is_the_whole_story(labels):
 # -- the embedded teacher on real audio ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def embedded():
-    from core.teachers.embedded import EmbeddedTeacher
+    from core.models.teachers.embedded import EmbeddedTeacher
     return EmbeddedTeacher()
 
 
 def test_embedded_captions_real_animals(embedded, shared_data):
-    from core import audio
+    from core.store import audio
     names = ["dog", "cow", "rooster", "sheep"]
     waves = [audio.decode(shared_data / "ovos_animals" / "audio" / f"{n}.flac")[0] for n in names]
     outs = embedded.caption(waves)
@@ -132,8 +132,8 @@ def test_embedded_captions_real_animals(embedded, shared_data):
 
 
 def test_embedded_runs_whisper_only_where_speech_is_likely(embedded, shared_data, monkeypatch):
-    from core import audio
-    from core.teachers import speech
+    from core.store import audio
+    from core.models.teachers import speech
     calls = []
 
     class FakeWhisper:
@@ -150,8 +150,8 @@ def test_embedded_runs_whisper_only_where_speech_is_likely(embedded, shared_data
 
 
 def test_real_whisper_hears_a_spoken_digit(shared_data):
-    from core import audio
-    from core.teachers.speech import get_transcriber
+    from core.store import audio
+    from core.models.teachers.speech import get_transcriber
     t = get_transcriber().transcribe(audio.decode(shared_data / "fsdd" / "audio" / "0_lucas_10.flac")[0])
     assert t is not None and "zero" in t.text.lower()
 
@@ -184,7 +184,7 @@ def tiny_qwen2_audio():
 
 
 def test_transformers_teacher_prompt_batching_and_provenance(tiny_qwen2_audio):
-    from core.teachers.transformers_llm import TransformersTeacher, model_class
+    from core.models.teachers.transformers_llm import TransformersTeacher, model_class
     model, processor = tiny_qwen2_audio
     teacher = TransformersTeacher(model=model, processor=processor, model_id="tiny-qwen2-audio",
                                   prompt="Describe the sound briefly.", max_new_tokens=4, batch_size=2)
@@ -286,7 +286,7 @@ def chat_server():
 
 
 def test_openai_compatible_teacher_retries_and_isolates_failures(chat_server, settings, monkeypatch):
-    from core.teachers.openai_compat import OpenAICompatTeacher, TeacherHTTPError
+    from core.models.teachers.openai_compat import OpenAICompatTeacher, TeacherHTTPError
     monkeypatch.setenv("HEARSAY_OPENAI_API_KEY", "sk-test-123")
     teacher = OpenAICompatTeacher(settings, base_url=chat_server.url, model="qwen2-audio", concurrency=2,
                                   max_retries=3, backoff=0.01, timeout=10)
@@ -306,7 +306,7 @@ def test_openai_compatible_teacher_retries_and_isolates_failures(chat_server, se
 
 
 def test_openai_compatible_gives_up_after_retries(chat_server, settings):
-    from core.teachers.openai_compat import OpenAICompatTeacher, TeacherHTTPError
+    from core.models.teachers.openai_compat import OpenAICompatTeacher, TeacherHTTPError
     teacher = OpenAICompatTeacher(settings, base_url=chat_server.url, model="m", api_key="sk-test-123",
                                   max_retries=1, backoff=0.01)
     chat_server.failures = {16000: [500, 500, 500]}

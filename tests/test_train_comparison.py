@@ -36,9 +36,9 @@ def _tone_folder(folder, meta_rows, header="filename,label"):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A workspace of eight labelled tone recordings with captions, and one finished 1-epoch CPU run."""
-    from core.importer import import_paths
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.pipeline.importer import import_paths
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     from training.train import TrainConfig, run_training
     root = tmp_path_factory.mktemp("compare")
     settings = load_settings(workspace=root / "ws", seed_demo=False)
@@ -72,7 +72,7 @@ def test_compare_reports_both_models_on_the_runs_held_out_split(trained):
 
 
 def test_compare_on_a_labelled_folder_and_after_make_active(trained, tmp_path):
-    from core.models import activate, clear_cache
+    from core.models.registry import activate, clear_cache
     from training import jobs
     ws, result, _ = trained
     folder = _tone_folder(tmp_path / "labelled", [f"tone{f}.wav,{'low' if f < 1200 else 'high'}"

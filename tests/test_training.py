@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from core.importer import import_paths
+from core.pipeline.importer import import_paths
 from tests.conftest import ROOT, tone
 from training import data as D
 from training.losses import ContrastiveLoss, make_loss, soft_targets
@@ -157,7 +157,7 @@ FAST = {"base_model": "fresh", "batch_size": 8, "val_fraction": 0.25, "lr": 1e-3
 
 def _train_loss(ws, model_dir) -> float:
     """The soft loss over all training pairs, no augmentation, eval mode."""
-    from core.student import Student
+    from core.models.student import Student
     from training.train import evaluate
     model = Student.load(model_dir) if model_dir else None
     pairs = D.collect_pairs(ws, unreviewed_weight=1.0)
@@ -168,7 +168,7 @@ def _train_loss(ws, model_dir) -> float:
 
 
 def test_two_epochs_on_cpu_reduce_the_loss(captioned_ws):
-    from core.student import Student, StudentConfig
+    from core.models.student import Student, StudentConfig
     from training.train import TrainConfig, run_training
     ws = captioned_ws
     Student(StudentConfig(name="init")).save(ws.root / "init")

@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 
-from core.access import AccessPolicy, parse_users
+from core.auth.access import AccessPolicy, parse_users
 
 USERS = "ann:pw-admin:admin,bob:pw-annotator:annotator"
 EDITOR_TABS = {"captions", "review", "train"}
@@ -22,7 +22,7 @@ EDITOR_TABS = {"captions", "review", "train"}
 def servers(tmp_path_factory):
     """Two public demos on one empty workspace: with users (sign-in exists) and without."""
     from app import build_app, head_html
-    from core.settings import load_settings
+    from core.store.settings import load_settings
     from tests.conftest import free_port
     from ui import guard
     from ui.state import AppState

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     args = parser.parse_args(argv)
-    from core.catalog import CatalogUnusable
+    from core.store.catalog import CatalogUnusable
     try:
         return int(args.func(args) or 0)
     except CatalogUnusable as exc:      # a lost or damaged catalogue: one line that says how to recover

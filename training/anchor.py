@@ -17,7 +17,7 @@ import copy
 
 import torch
 
-from core.student import Student
+from core.models.student import Student
 
 
 class Anchor:

@@ -3,7 +3,7 @@
 - `TeacherCaptionEmbedder` ("teacher"): caption the clip with the embedded teacher, then embed
   the caption with MiniLM; texts are embedded with the same MiniLM. What search would be
   without a student.
-- `ClapEmbedder` ("clap"): LAION CLAP through transformers' `ClapModel` (core.clap_student), only
+- `ClapEmbedder` ("clap"): LAION CLAP through transformers' `ClapModel` (core.models.clap_student), only
   when its weights are already on disk (never downloaded).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from core import audio
+from core.store import audio
 
 
 class TeacherCaptionEmbedder:
@@ -25,7 +25,7 @@ class TeacherCaptionEmbedder:
     dim = 384
 
     def __init__(self, teacher: str = "embedded", device: str | None = None, cache_path: str | Path | None = None):
-        from core.teachers import get_teacher
+        from core.models.teachers import get_teacher
         self.teacher = get_teacher(teacher)
         self.model_id = f"teacher-{self.teacher.name}-minilm"
         self.device = device or "cpu"
@@ -68,14 +68,14 @@ class TeacherCaptionEmbedder:
         return self.embed_text(self.captions(waves))
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        from core.text_encoder import encode
+        from core.models.text_encoder import encode
         return encode(list(texts), device=self.device)
 
 
 def ClapEmbedder(source: str | None = None, device: str | None = None):
     """LAION CLAP (a hub id in the local cache, or any CLAP folder) as a baseline: the untrained
-    core.clap_student.ClapStudent, never downloaded (ModelUnavailable says what to fetch)."""
-    from core.clap_student import DEFAULT_REPO, ClapStudent
-    from core.settings import resolve_device
+    core.models.clap_student.ClapStudent, never downloaded (ModelUnavailable says what to fetch)."""
+    from core.models.clap_student import DEFAULT_REPO, ClapStudent
+    from core.store.settings import resolve_device
     source = source or os.environ.get("HEARSAY_CLAP_PATH") or DEFAULT_REPO
     return ClapStudent.from_pretrained(source, device=resolve_device(device or "auto"))

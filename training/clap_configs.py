@@ -5,7 +5,7 @@
 - `real`: the laion/clap-htsat-unfused architecture (HTSAT + RoBERTa-base, 48 kHz, 10 s windows) with
   random weights and the tiny tokenizer: real compute and memory per clip, no hub access.
 
-The folder is what `core.clap_student.ClapStudent.from_pretrained` reads (config.json, model.safetensors,
+The folder is what `core.models.clap_student.ClapStudent.from_pretrained` reads (config.json, model.safetensors,
 preprocessor_config.json, tokenizer files).
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def clap_parts(size: str = "tiny", seed: int = 0):
 
 def build_clap_folder(folder: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     """Save a random CLAP (see the module docstring) as a Hugging Face folder; returns it."""
-    from core.clap_student import _quiet_transformers
+    from core.models.clap_student import _quiet_transformers
     _quiet_transformers()
     folder = Path(folder)
     model, features, tokenizer = clap_parts(size, seed)

@@ -42,8 +42,8 @@ def register(sub) -> None:
 
 def _workspace(args, needed: bool):
     """An explicit --workspace / $HEARSAY_WORKSPACE, else the default one only if it already exists."""
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     root = getattr(args, "workspace", None)
     settings = load_settings()
     if root or needed or settings.workspace.expanduser().is_dir():
@@ -83,7 +83,7 @@ def _evaluate(args) -> int:
     fusion, side = getattr(args, "fusion", None), None
     if fusion is not None:
         if fusion < 0:
-            from core.settings import load_settings
+            from core.store.settings import load_settings
             fusion = (ws.settings if ws is not None else load_settings()).fusion_weight
         side = ev.TeacherCaptions(ws.cache_dir / "teacher_baseline_captions.jsonl" if ws is not None else None,
                                   args.device)

@@ -86,8 +86,8 @@ def build_config(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from core.clap_student import ModelUnavailable
-    from core.cli_library import workspace_from
+    from core.models.clap_student import ModelUnavailable
+    from core.cli.library import workspace_from
     from training import jobs
     from training.train import TrainConfig, latest_resumable_run
 

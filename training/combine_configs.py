@@ -14,7 +14,7 @@ def build_audio_encoder_folder(folder: str | Path, kind: str = "wav2vec2", seed:
     from transformers import (ASTConfig, ASTFeatureExtractor, ASTModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
                               Wav2Vec2Model, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
 
-    from core.clap_student import _quiet_transformers
+    from core.models.clap_student import _quiet_transformers
     _quiet_transformers()
     torch.manual_seed(seed)
     folder = Path(folder)

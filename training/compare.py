@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 from training import data as D
 from training import evaluate as ev
 from training.train import TrainConfig

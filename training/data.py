@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core.student import AudioFeatures, collate_features, extract_features, front_end_key
-from core.workspace import Workspace
+from core.models.student import AudioFeatures, collate_features, extract_features, front_end_key
+from core.store.workspace import Workspace
 
 REVIEWED = ("accepted", "edited")
 UNREVIEWED = ("pending", "skipped")
@@ -167,7 +167,7 @@ def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, qui
 
 def text_embeddings(texts: Sequence[str]) -> np.ndarray:
     """Frozen MiniLM embeddings, each distinct caption encoded once."""
-    from core.text_encoder import encode
+    from core.models.text_encoder import encode
     unique = sorted(set(texts))
     emb = encode(unique) if unique else np.zeros((0, 384), np.float32)
     where = {t: i for i, t in enumerate(unique)}

@@ -21,8 +21,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from core import audio, metrics
-from core.embedder import Embedder
+from core.store import audio
+
+from core.pipeline import metrics
+from core.models.embedder import Embedder
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("the sound of {label}",)
 QUERY_TEMPLATE = "the sound of {label}"           # the retrieval query when a folder has labels only
@@ -184,7 +186,7 @@ class EvalResult:
     confusion: list[list[int]] = field(default_factory=list)    # rows: true class, columns: predicted
     failed: list[str] = field(default_factory=list)             # "name: why" for clips that could not be read
     missing: list[str] = field(default_factory=list)
-    fusion: float | None = None            # late-fusion caption weight, when asked for (core/fusion.py)
+    fusion: float | None = None            # late-fusion caption weight, when asked for (core/pipeline/fusion.py)
     captions: dict = field(default_factory=dict)   # METRIC_KEYS of the teacher captions alone (with fusion)
     fused: dict = field(default_factory=dict)      # METRIC_KEYS of student ⊕ captions at weight `fusion`
 
@@ -302,7 +304,7 @@ class TeacherCaptions:
         return out
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        from core.text_encoder import encode
+        from core.models.text_encoder import encode
         return encode(list(texts), device=self.device or "cpu")
 
 
@@ -334,8 +336,8 @@ def _fusion_report(model: Embedder, side, items: Sequence[EvalItem], emb: np.nda
                    classes: Sequence[str], with_label: Sequence[int], truth: Sequence[int],
                    templates: Sequence[str]) -> tuple[dict, dict]:
     """(captions-alone metrics, fused metrics): the student's and the captions' score matrices fused
-    per row by core.fusion.fuse (a clip over class prompts; a text query over clips; a clip over texts)."""
-    from core import fusion
+    per row by core.pipeline.fusion.fuse (a clip over class prompts; a text query over clips; a clip over texts)."""
+    from core.pipeline import fusion
     cap_emb, has = _caption_embeddings(side, items)
     zs_a = zs_c = None
     if with_label:
@@ -361,7 +363,7 @@ def evaluate(model: Embedder, data: EvalSet | str | Path, *, name: str | None = 
     """Every metric of one model on one labelled set.
 
     With `fusion` (0..1, the caption weight) also the teacher captions alone and the model fused with
-    them (core/fusion.py); `caption_side` gives each clip's caption and embeds texts (default
+    them (core/pipeline/fusion.py); `caption_side` gives each clip's caption and embeds texts (default
     TeacherCaptions: published captions of workspace clips, else the embedded teacher's)."""
     if fusion is not None and not 0.0 <= float(fusion) <= 1.0:
         raise ValueError(f"--fusion must be between 0 and 1, not {fusion}")
@@ -407,7 +409,7 @@ BUILTIN_MODELS = ("shipped", "teacher", "clap")
 
 
 def resolve_model(name: str, ws=None, device: str | None = None) -> Embedder:
-    """`teacher`, `clap[:repo-or-folder]`, `package.module:factory`, or whatever `core.models` resolves
+    """`teacher`, `clap[:repo-or-folder]`, `package.module:factory`, or whatever `core.models.registry` resolves
     (`shipped`, a workspace model id, a model folder)."""
     if name == "teacher":
         from training.baselines import TeacherCaptionEmbedder
@@ -420,8 +422,8 @@ def resolve_model(name: str, ws=None, device: str | None = None) -> Embedder:
         import importlib
         module, attr = name.split(":")
         return getattr(importlib.import_module(module), attr)()
-    from core.models import get_embedder
-    from core.settings import resolve_device
+    from core.models.registry import get_embedder
+    from core.store.settings import resolve_device
     try:
         return get_embedder(name, ws=ws, device=device or resolve_device("auto"))
     except KeyError as exc:       # unknown id: say what would have worked

@@ -2,7 +2,7 @@
 
     python -m training export-onnx --model shipped|ID|PATH [--out DIR] [--opset 17] [--clips DIR]
 
-Writes the files core/onnx_student.py reads (default: `<checkpoint>/onnx/`), then embeds real clips
+Writes the files core/models/onnx_student.py reads (default: `<checkpoint>/onnx/`), then embeds real clips
 and captions with both runtimes and prints their cosine agreement. `onnx_config.json`, the file
 that makes the app serve the export, is written only when every clip and every text agrees to
 cosine ≥ 0.999 (the `--min-cosine`).
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core import onnx_student as ox
-from core.settings import ASSETS
+from core.models import onnx_student as ox
+from core.store.settings import ASSETS
 
 MIN_COSINE = 0.999
 PROBE_TEXTS = ("a dog barking", "rain falling on a tin roof with distant thunder", "a man speaking",
@@ -77,7 +77,7 @@ class TextTower(nn.Module):
         super().__init__()
         encoder = student.text_encoder
         if encoder is None:
-            from core.text_encoder import get_text_encoder
+            from core.models.text_encoder import get_text_encoder
             encoder = get_text_encoder("cpu")
         self.bert = encoder[0].auto_model
         self.max_seq_length = int(encoder[0].max_seq_length or 256)
@@ -94,9 +94,9 @@ class TextTower(nn.Module):
 # -- export and verify ----------------------------------------------------------------------------------
 def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndarray] | None = None,
            texts: Sequence[str] = PROBE_TEXTS, min_cosine: float = MIN_COSINE) -> ExportReport:
-    """Write the ONNX files for a loaded `core.student.Student`, verify them, and mark them valid."""
-    from core.student import collate_features
-    from core.text_encoder import minilm_path
+    """Write the ONNX files for a loaded `core.models.student.Student`, verify them, and mark them valid."""
+    from core.models.student import collate_features
+    from core.models.text_encoder import minilm_path
     if opset < 17:
         raise ValueError("opset must be 17 or later")
     started = time.perf_counter()
@@ -169,7 +169,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def demo_waves(folder: str | Path | None = None, limit: int = 24) -> list[np.ndarray]:
     """Real clips to verify on: a labelled folder (audio/ + meta.csv, or just audio files), by default
     the bundled demo set, spread over its sources."""
-    from core.audio import decode
+    from core.store.audio import decode
     folder = Path(folder) if folder else ASSETS / "demo"
     audio = folder / "audio" if (folder / "audio").is_dir() else folder
     files = sorted(p for p in audio.iterdir() if p.suffix.lower() in (".flac", ".wav", ".mp3", ".ogg"))
@@ -208,8 +208,8 @@ def register(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from core import models
-    from core.student import Student
+    from core.models import registry as models
+    from core.models.student import Student
     from training.cli_evaluate import _workspace
     ws = _workspace(args, needed=False)     # model ids live in a workspace; never create one here
     try:

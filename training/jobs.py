@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from core.catalog import Run
-from core.processes import pid_alive   # also what callers of training.jobs.pid_alive get
-from core.settings import ROOT, resolve_device
-from core.workspace import Workspace
+from core.store.catalog import Run
+from core.store.processes import pid_alive   # also what callers of training.jobs.pid_alive get
+from core.store.settings import ROOT, resolve_device
+from core.store.workspace import Workspace
 from training.train import STATE_NAME, TrainConfig, register_checkpoint
 
 LOG_NAME, METRICS_NAME, LOCK_NAME = "log.txt", "metrics.jsonl", "run.lock"
@@ -209,7 +209,7 @@ def backbone_spec(kind: str, ident: str = "") -> str:
             raise ValueError(f"CLAP model {ident!r} is neither a hub id (owner/name, e.g. laion/clap-htsat-unfused) "
                              "nor an existing folder on the server")
         return f"clap:{ident}" if ident else "clap"
-    from core.combine_student import MINILM, parse
+    from core.models.combine_student import MINILM, parse
     try:
         audio, text = parse(ident)
     except ValueError:
@@ -262,7 +262,7 @@ def run_summary(ws: Workspace, run_id: int) -> dict:
 
 def promote(ws: Workspace, run_id: int) -> str:
     """"Make active": register the run's best (else last) checkpoint if needed and make it the search model."""
-    from core.models import activate, clear_cache
+    from core.models.registry import activate, clear_cache
     run = ws.catalog.get_run(run_id)
     model_id = run.model_id
     if not model_id:

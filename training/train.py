@@ -26,10 +26,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.metrics import retrieval_report, zero_shot_accuracy
-from core.settings import ASSETS, resolve_device
-from core.student import Student, StudentConfig, collate_features
-from core.workspace import Workspace
+from core.pipeline.metrics import retrieval_report, zero_shot_accuracy
+from core.store.settings import ASSETS, resolve_device
+from core.models.student import Student, StudentConfig, collate_features
+from core.store.workspace import Workspace
 from training import data as D
 from training.anchor import Anchor
 from training.losses import make_loss
@@ -125,7 +125,7 @@ def initial_student(cfg: TrainConfig, ws: Workspace | None = None) -> Student:
     if base == "fresh" or (base == "shipped" and not (SHIPPED / "config.json").exists()):
         model = Student(StudentConfig(**{"name": cfg.name, **cfg.student}))
     else:
-        from core.models import resolve_path
+        from core.models.registry import resolve_path
         model = Student.load(resolve_path(base, ws))
         model.config.name = cfg.name
     if cfg.text_trainable_layers >= 0 and cfg.text_trainable_layers != model.config.text_trainable_layers:
@@ -450,7 +450,7 @@ def _load_state(run_dir: Path) -> dict | None:
 
 
 def _swap(src: Path, dst: Path) -> None:
-    from core.student import _replace_dir
+    from core.models.student import _replace_dir
     _replace_dir(src, dst)
 
 

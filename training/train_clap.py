@@ -3,8 +3,8 @@
     python -m training train --workspace W --student clap:laion/clap-htsat-unfused --epochs 5 --batch-size 64
     python -m training train --workspace W --student combine:facebook/wav2vec2-base+minilm
 
-- `clap:<hub id, folder or model id>`: core.clap_student.ClapStudent (a transformers ClapModel);
-- `combine:<audio encoder>+<sentence-transformers model>`: core.combine_student.CombineStudent.
+- `clap:<hub id, folder or model id>`: core.models.clap_student.ClapStudent (a transformers ClapModel);
+- `combine:<audio encoder>+<sentence-transformers model>`: core.models.combine_student.CombineStudent.
 
 `run_training` hands over here when `TrainConfig.backbone` is not `embedded`: same run folder, catalogue
 row, metrics.jsonl, last/ + best/ checkpoints, resume, registration and losses (InfoNCE / soft, with
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import clap_student, combine_student
-from core.clap_student import DEFAULT_REPO, ClapStudent
-from core.metrics import retrieval_report, zero_shot_accuracy
+from core.models import clap_student, combine_student
+from core.models.clap_student import DEFAULT_REPO, ClapStudent
+from core.pipeline.metrics import retrieval_report, zero_shot_accuracy
 from training import data as D
 from training.losses import make_loss
 

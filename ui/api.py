@@ -10,8 +10,8 @@
 - `classify(file_or_clip, labels, model="active")` → {label: probability}, most likely first
 - `caption(file, teacher="embedded")` → {caption, tags, teacher, seconds}
 
-Each endpoint is a `gr.api` (its schema comes from the type hints below) that calls core/search.py,
-core/index.py or core/teachers; the role checks are ui/guard.py's, from core/access.PERMISSIONS.
+Each endpoint is a `gr.api` (its schema comes from the type hints below) that calls core/pipeline/search.py,
+core/pipeline/index.py or core/teachers; the role checks are ui/guard.py's, from core/access.PERMISSIONS.
 `audio_url` points at `/audio/<content key>.wav` (a route added when the app launches): the clip's
 cached WAV, found by its content key, so no server path is ever shown.
 """
@@ -28,7 +28,11 @@ from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 from gradio.data_classes import FileData
 
-from core import access, audio, index, search
+from core.auth import access
+
+from core.store import audio
+
+from core.pipeline import index, search
 from ui import guard
 from ui.search import AUTO_INDEX, caller_role, embedder_for, player_url
 from ui.state import AppState
@@ -179,7 +183,7 @@ def make_endpoints(state: AppState) -> dict:
         Returns:
             {caption, tags: {tag: score}, teacher, seconds}
         """
-        from core.teachers import get_teacher
+        from core.models.teachers import get_teacher
         path = _file_path(file)
         name = (teacher or "embedded").strip().lower()
         if name not in FREE_TEACHERS and not access.allows(caller_role(), access.ANNOTATOR):

@@ -7,10 +7,10 @@ import threading
 import gradio as gr
 import pandas as pd
 
-from core.captioning import (CAPTION_COLUMNS, VERSION_COLUMNS, caption_rows, caption_selection, caption_versions,
+from core.pipeline.captioning import (CAPTION_COLUMNS, VERSION_COLUMNS, caption_rows, caption_selection, caption_versions,
                              failure_rows)
-from core.catalog import ClipQuery
-from core.teachers import default_prompt, teacher_names
+from core.store.catalog import ClipQuery
+from core.models.teachers import default_prompt, teacher_names
 from ui.progress import one_bar, reporter
 from ui.state import AppState
 

@@ -1,7 +1,7 @@
 """Access control and concurrency for the whole app, applied once after the tabs are built.
 
 The tabs know nothing of roles. `protect(demo, policy)` wraps every event function of the built
-Blocks with a check of the caller's role (core.access's table), so a refused write is refused on
+Blocks with a check of the caller's role (core.auth.access's table), so a refused write is refused on
 the server whatever the browser or an API client sends. It also:
 - puts the signed-in user's name into the events' annotator inputs (the name typed in the page
   cannot impersonate someone else once people sign in);
@@ -9,7 +9,7 @@ the server whatever the browser or an API client sends. It also:
 - logs every write and every refusal to the "hearsay.access" logger (the audit trail).
 
 Below the events, at the HTTP level (`launch_options`): sign-in is throttled per name and per client
-address and failures are logged (core/throttle.py, `access.SignIn`); visitors' uploads are capped per
+address and failures are logged (core/auth/throttle.py, `access.SignIn`); visitors' uploads are capped per
 request and per address per hour (`HttpGate`); Gradio's temporary files expire (`CACHE_EXPIRY`); and
 only clip audio and spectrograms are served by path (`served_paths`).
 
@@ -29,9 +29,9 @@ import gradio as gr
 from gradio import utils as gr_utils
 from gradio.context import LocalContext
 
-from core import access
-from core.access import ADMIN, ANNOTATOR, ANONYMOUS, VISITOR, AccessDenied, AccessPolicy
-from core.throttle import UploadQuota
+from core.auth import access
+from core.auth.access import ADMIN, ANNOTATOR, ANONYMOUS, VISITOR, AccessDenied, AccessPolicy
+from core.auth.throttle import UploadQuota
 
 log = logging.getLogger("hearsay.access")
 

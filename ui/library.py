@@ -9,10 +9,10 @@ import threading
 import gradio as gr
 import pandas as pd
 
-from core import published
-from core.access import ADMIN, ANNOTATOR, allows
-from core.catalog import REVIEW_STATUSES, ClipQuery
-from core.importer import AUDIO_EXTENSIONS, delete_clips, import_paths
+from core.auth import published
+from core.auth.access import ADMIN, ANNOTATOR, allows
+from core.store.catalog import REVIEW_STATUSES, ClipQuery
+from core.pipeline.importer import AUDIO_EXTENSIONS, delete_clips, import_paths
 from ui.progress import one_bar, reporter
 from ui.state import AppState
 
@@ -37,7 +37,7 @@ def stats_markdown(state: AppState) -> str:
 
 def clip_table(state: AppState, text: str = "", source: str = ALL, status: str = ALL,
                page: int = 1, role: str = ADMIN) -> tuple[pd.DataFrame, str]:
-    """A page of clips as `role` may read it (core/published.py: visitors get published captions only)."""
+    """A page of clips as `role` may read it (core/auth/published.py: visitors get published captions only)."""
     page = max(1, int(page or 1))
     query = ClipQuery(text=text or "", source=None if source in (None, ALL) else source,
                       status=None if status in (None, ALL) else status,

@@ -1,17 +1,19 @@
 """Map tab: the embedding space as a UMAP scatter you can colour, listen to and send back to review.
 
-Every event calls one function of core.projection; this module only wires them to widgets.
+Every event calls one function of core.pipeline.projection; this module only wires them to widgets.
 gr.Plot has no click events, so HEAD (added to the page's <head> by app.head_html) bridges Plotly's own
 click and box/lasso selection events to a hidden textbox whose change event plays the clip. The visible
 points are also listed in a table (the fallback): selecting a row plays that clip.
-Visitors (core/published.py) see published captions only, no review status, and cannot send clips to review.
+Visitors (core/auth/published.py) see published captions only, no review status, and cannot send clips to review.
 """
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from core import projection, published
+from core.pipeline import projection
+
+from core.auth import published
 from ui.state import AppState
 
 METRICS = ["cosine", "euclidean", "correlation", "manhattan"]

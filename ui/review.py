@@ -1,6 +1,6 @@
 """Review tab: work through a queue of clips, accepting, editing, rejecting or skipping teacher captions.
 
-Each event calls one function of `core.review` or `core.export`; this module only lays out and formats.
+Each event calls one function of `core.pipeline.review` or `core.pipeline.export`; this module only lays out and formats.
 Keyboard shortcuts live in `HEAD` (app.py puts it into the page's <head>); the list is shown on screen.
 """
 from __future__ import annotations
@@ -18,9 +18,11 @@ import gradio as gr
 import pandas as pd
 from gradio.context import Context
 
-from core import access, review
-from core.catalog import REVIEW_STATUSES
-from core.export import FORMATS, export, extract_zip, import_export
+from core.auth import access
+
+from core.pipeline import review
+from core.store.catalog import REVIEW_STATUSES
+from core.pipeline.export import FORMATS, export, extract_zip, import_export
 from ui.progress import one_bar, reporter, steps
 from ui.state import AppState
 

@@ -1,6 +1,6 @@
 """Search tab: text → clips, audio (upload or microphone) → clips, more like a clip, zero-shot labels.
 
-Each event calls one function of core/search.py (after core/index.py has caught the index up
+Each event calls one function of core/pipeline/search.py (after core/pipeline/index.py has caught the index up
 with the catalogue); this module only turns the results into players, text and a chart.
 
 Who may use which model (checked here, on the server, whatever the model box sends): anyone may
@@ -25,8 +25,10 @@ from urllib.parse import quote
 import gradio as gr
 from gradio.context import LocalContext
 
-from core import access, index, published, search, search_view
-from core.catalog import REVIEW_STATUSES
+from core.auth import access, published
+
+from core.pipeline import index, search, search_view
+from core.store.catalog import REVIEW_STATUSES
 from ui.progress import rate_and_eta, reporter
 from ui.state import AppState
 
@@ -44,7 +46,7 @@ def cancel_flag(request: gr.Request | None) -> threading.Event:
 
 def model_choices(state: AppState) -> list[str]:
     try:
-        from core.models import available_models
+        from core.models.registry import available_models
         ids = [m["id"] for m in available_models(state.ws)]
     except ImportError:                 # no student module yet: registered ids only
         ids = [m.id for m in state.ws.catalog.models()]

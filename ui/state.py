@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from core.access import AccessPolicy
-from core.settings import Settings, load_settings
-from core.workspace import Workspace
+from core.auth.access import AccessPolicy
+from core.store.settings import Settings, load_settings
+from core.store.workspace import Workspace
 
 
 @dataclass

@@ -12,8 +12,8 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.access import ADMIN, allows
-from core.models import available_models
+from core.auth.access import ADMIN, allows
+from core.models.registry import available_models
 from training import jobs
 from training.compare import CompareError, compare_run
 from training.data import pair_summary
@@ -155,7 +155,7 @@ def backbone_box(kind: str):
 
 def launch(state: AppState, base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v,
            pat_v, layers_v, sources_v, keep_v="last", backbone_kind="embedded", backbone_id=""):
-    """The Launch button: the form → a run config → training.jobs.launch (admin-only: core/access.py)."""
+    """The Launch button: the form → a run config → training.jobs.launch (admin-only: core/auth/access.py)."""
     try:
         backbone = jobs.backbone_spec(backbone_kind, backbone_id)
     except ValueError as exc:
@@ -234,7 +234,7 @@ def build(state: AppState) -> None:
                 gr.Markdown("Both models on the run's held-out recordings (text→audio recall; zero-shot where "
                             "clips carry labels) and, optionally, on a labelled folder.")
                 with gr.Row():
-                    # a path on the server: admins only (core/access.py ARGUMENT_RULES); shown to them on load
+                    # a path on the server: admins only (core/auth/access.py ARGUMENT_RULES); shown to them on load
                     compare_folder = gr.Textbox(label="Labelled folder on the server (optional)", scale=3,
                                                 placeholder="/path/to/folder with meta.csv (filename, label)",
                                                 visible=not state.policy.enabled, elem_id="train-compare-folder")
@@ -304,7 +304,7 @@ def build(state: AppState) -> None:
 
     launch_btn.click(do_launch, settings_inputs, [launch_msg, run_pick], api_name="train_launch",
                      concurrency_limit=1)
-    # a lambda: page events of this tab are classified by that name (core/access.py PAGE_EVENTS)
+    # a lambda: page events of this tab are classified by that name (core/auth/access.py PAGE_EVENTS)
     backbone_kind.change(lambda k: backbone_box(k), [backbone_kind], [backbone_id], api_name=False)
     cancel_btn.click(do_cancel, [run_pick], [launch_msg], api_name="train_cancel")
     resume_btn.click(do_resume, [run_pick], [launch_msg], api_name="train_resume")

@@ -75,10 +75,10 @@ def shot():
 def demo_workspace(tmp_path_factory):
     """One workspace holding the bundled demo (assets/demo), seeded and indexed with the shipped student
     once per session. Tests that write to it must leave it as they found it, or copy it first."""
-    from core import index
-    from core.importer import seed_demo
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.pipeline import index
+    from core.pipeline.importer import seed_demo
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
 
     settings = load_settings(workspace=tmp_path_factory.mktemp("browser") / "ws", seed_demo=False)
     ws = Workspace(settings.workspace, settings)

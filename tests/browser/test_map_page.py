@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from core.catalog import ClipQuery
+from core.store.catalog import ClipQuery
 
 # Where a captioned clip's dot is on screen, from the drawn Plotly figure (axis l2p + plot offset + div position),
 # and what it should show: its clip id and its caption (customdata, see core/projection._hover).
@@ -24,8 +24,8 @@ FIRST_POINT = """(plot) => {
 def captioned_demo(demo_workspace, tmp_path_factory):
     """A copy of the demo workspace whose clips carry a teacher caption ("the sound of a cat"), so a click
     has a caption to show (the shared demo workspace stays as it is)."""
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
 
     copy = tmp_path_factory.mktemp("map") / "ws"
     shutil.copytree(demo_workspace.workspace, copy)
@@ -103,7 +103,7 @@ def test_clicking_a_dot_plays_the_clip_for_an_editor(page_at, shot, captioned_de
 
 
 def test_a_visitor_on_a_phone_clicks_to_listen(page_at, shot, captioned_demo, auth_app_factory):
-    from core.access import AccessPolicy, parse_users
+    from core.auth.access import AccessPolicy, parse_users
     from ui.state import AppState
 
     url = auth_app_factory(AppState(captioned_demo), AccessPolicy(parse_users("ann:pw:admin"), visitor_mode=True))

@@ -68,7 +68,7 @@ def test_search_page_on_the_demo(browser, page_at, shot, demo_workspace, app_fac
 
 def test_visitors_see_no_review_status_and_no_index_buttons(browser, page_at, shot, demo_workspace,
                                                             auth_app_factory):
-    from core.access import AccessPolicy, parse_users
+    from core.auth.access import AccessPolicy, parse_users
     from ui.state import AppState
     url = auth_app_factory(AppState(demo_workspace),
                            AccessPolicy(parse_users("ann:pw-admin:admin"), visitor_mode=True))

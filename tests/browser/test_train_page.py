@@ -8,15 +8,15 @@ import shutil
 
 import pytest
 
-from core.catalog import ClipQuery
+from core.store.catalog import ClipQuery
 
 
 @pytest.fixture(scope="module")
 def finished_run(demo_workspace, tmp_path_factory):
     """A copy of the demo workspace with captions ("the sound of a cat") and one finished 1-epoch CPU run
     that started from the shipped student (the shared demo workspace stays as it is)."""
-    from core.settings import load_settings
-    from core.workspace import Workspace
+    from core.store.settings import load_settings
+    from core.store.workspace import Workspace
     from training.train import TrainConfig, run_training
 
     copy = tmp_path_factory.mktemp("train") / "ws"

@@ -17,7 +17,7 @@ def visible_tabs(page) -> list[str]:
 
 def test_a_visitor_meets_a_read_only_demo_that_opens_on_search(browser, page_at, shot, demo_workspace,
                                                                 auth_app_factory):
-    from core.access import AccessPolicy, parse_users
+    from core.auth.access import AccessPolicy, parse_users
     from ui.state import AppState
     policy = AccessPolicy(parse_users("ann:pw-admin:admin"), visitor_mode=True)
     url = auth_app_factory(AppState(demo_workspace), policy)

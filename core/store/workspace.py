@@ -1,0 +1,104 @@
+"""The workspace folder: the catalogue plus the files it points to.
+
+    catalog.db   SQLite (WAL)           audio/ab/<sha256>.flac   16 kHz mono, content-addressed
+    chroma/      embedded Chroma store  models/, runs/           checkpoints and training logs
+    cache/       derived, safe to delete (spectrograms, features)
+"""
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from core.store import audio
+from core.store.catalog import RESTORE_HINT, Catalog, CatalogLost, Clip, Recording
+from core.store.settings import Settings, load_settings
+
+
+class Workspace:
+    def __init__(self, root: str | Path | None = None, settings: Settings | None = None):
+        self.settings = settings or load_settings()
+        self.root = Path(root if root is not None else self.settings.workspace).expanduser().resolve()
+        self._refuse_lost_catalogue()
+        for sub in ("audio", "models", "runs", "cache", "chroma"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def _refuse_lost_catalogue(self) -> None:
+        """Audio without its catalogue is a lost workspace, not a new one: a fresh empty schema here
+        would make the library look like orphans (and invite the demo to be seeded into it)."""
+        db = self.root / "catalog.db"
+        if db.exists() and db.stat().st_size > 0:
+            return
+        stored = sum(1 for p in self.audio_dir.rglob("*.flac") if ".tmp." not in p.name)
+        if stored:
+            state = "is empty" if db.exists() else "is missing"
+            raise CatalogLost(f"{db} {state} but {self.audio_dir} holds {stored} audio file(s): "
+                              f"the catalogue was lost; {RESTORE_HINT}")
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.root / "catalog.db")
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.root / "audio"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.root / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def audio_path(self, sha256: str) -> Path:
+        return self.audio_dir / sha256[:2] / f"{sha256}.flac"
+
+    def recording_path(self, recording: Recording | int) -> Path:
+        if isinstance(recording, int):
+            recording = self.catalog.get_recording(recording)
+        return self.audio_path(recording.sha256)
+
+    def load_clip(self, clip: Clip | int) -> np.ndarray:
+        """The clip's samples: 16 kHz mono float32."""
+        if isinstance(clip, int):
+            clip = self.catalog.get_clip(clip)
+        return audio.read(self.recording_path(clip.recording_id), clip.start, clip.end)
+
+    def clip_key(self, clip: Clip) -> str:
+        """A content key for a clip: same audio and window → same key, whatever its id."""
+        rec = self.catalog.get_recording(clip.recording_id)
+        return f"{rec.sha256}:{clip.start:.3f}-{clip.end:.3f}"
+
+    def clip_wav_path(self, clip: Clip | int) -> Path:
+        """A WAV of just this window, for players; cached under cache/clips."""
+        if isinstance(clip, int):
+            clip = self.catalog.get_clip(clip)
+        key = self.clip_key(clip).replace(":", "_")
+        path = self.cache_dir / "clips" / f"{key}.wav"
+        if not path.exists():
+            import soundfile as sf
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.wav")
+            sf.write(tmp, audio.pcm16(self.load_clip(clip)), audio.SAMPLE_RATE, subtype="PCM_16")
+            tmp.replace(path)
+        return path
+
+    def spectrogram_path(self, clip: Clip | int) -> Path:
+        if isinstance(clip, int):
+            clip = self.catalog.get_clip(clip)
+        path = self.cache_dir / "spectrograms" / f"{self.clip_key(clip).replace(':', '_')}.png"
+        if not path.exists():
+            audio.spectrogram_png(self.load_clip(clip), path)
+        return path
