@@ -173,7 +173,7 @@ def _zeros_zip(path, sizes: dict[str, int]):
 
 
 def test_zip_bomb_entry_is_refused_without_being_written(tmp_path, monkeypatch):
-    from core.pipeline import importer
+    from core.store import files as importer
     ws = _small_ws(tmp_path, 1.0)
     bomb = _zeros_zip(tmp_path / "bomb.zip", {"zeros.wav": 8 << 20})        # 8 MB of zeros in ~8 kB
     assert bomb.stat().st_size < 100_000
@@ -189,7 +189,7 @@ def test_zip_bomb_entry_is_refused_without_being_written(tmp_path, monkeypatch):
 
 def test_zip_entry_lying_about_its_size_is_cut_off(tmp_path):
     """zipfile trusts the central directory; the copy itself is capped as well."""
-    from core.pipeline import importer
+    from core.store import files as importer
     src = tmp_path / "big.bin"
     src.write_bytes(bytes(3 << 20))
     out = tmp_path / "out.bin"

@@ -14,13 +14,13 @@ from __future__ import annotations
 import secrets
 import shutil
 import sqlite3
-import stat
 import tempfile
 import uuid
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from core.store.catalog import MIGRATIONS
+from core.store.files import atomic_write, extract_entries, plan_zip
 from core.store.workspace import Workspace
 
 SKIP = {"cache", "catalog.db", "catalog.db-wal", "catalog.db-shm"}
@@ -41,22 +41,17 @@ def backup(ws: Workspace, out: str | Path, include_chroma: bool = False) -> Path
         raise BackupError(f"{out} is inside the workspace {ws.root}: write the backup outside it "
                           "(a backup inside would include itself)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + PARTIAL)
     with tempfile.TemporaryDirectory() as tmp:
         snapshot = _snapshot_catalogue(ws, Path(tmp) / "catalog.db")
         files = _files_to_back_up(ws, include_chroma)
         needed = snapshot.stat().st_size + sum(size for _, _, size in files) \
             + ZIP_OVERHEAD_PER_FILE * (len(files) + 1)
         _check_free_space(out.parent, needed, "the backup")
-        try:
-            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as zf:   # FLAC is compressed already
-                zf.write(snapshot, "catalog.db")
-                for path, name, _ in files:
-                    zf.write(path, name)
-            partial.replace(out)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        with atomic_write(out, tmp=out.with_name(out.name + PARTIAL)) as partial, \
+                zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as zf:   # FLAC is compressed already
+            zf.write(snapshot, "catalog.db")
+            for path, name, _ in files:
+                zf.write(path, name)
     return out
 
 
@@ -122,30 +117,13 @@ def _unpack_checked(archive: Path, staging: Path) -> None:
         infos = zf.infolist()
         if "catalog.db" not in {i.filename for i in infos}:
             raise BackupError(f"{archive} is not a Hearsay backup (no catalog.db)")
-        _refuse_unsafe_entries(infos, staging.resolve())
+        keep, refused = plan_zip(zf, staging)          # the shared zip-slip / symlink / duplicate guard
+        if refused:
+            raise BackupError(f"refusing the backup, entry {refused[0][0]!r}: {refused[0][1]}")
         _check_free_space(staging, sum(i.file_size for i in infos), "the restore")
-        zf.extractall(staging)
-
-
-def _refuse_unsafe_entries(infos: list[zipfile.ZipInfo], root: Path) -> None:
-    """Paths that escape, symbolic links, duplicate names, and a name that is both a file and a folder."""
-    seen: set[str] = set()
-    folders: set[str] = set()
-    for info in infos:
-        name = info.filename
-        pure = PurePosixPath(name)
-        if pure.is_absolute() or ".." in pure.parts or "\\" in name or not (root / pure).resolve().is_relative_to(root):
-            raise BackupError(f"refusing unsafe path in backup: {name}")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise BackupError(f"refusing a symbolic link in backup: {name}")
-        key = name.rstrip("/")
-        if key in seen:
-            raise BackupError(f"refusing a backup that holds {key} twice")
-        seen.add(key)
-        folders.update(p.as_posix() for p in PurePosixPath(key).parents)
-    clash = sorted(n for n in seen if n in folders and not any(i.filename == n + "/" for i in infos))
-    if clash:
-        raise BackupError(f"refusing a backup where {clash[0]} is both a file and a folder")
+        failed = extract_entries(zf, keep)             # each entry capped at its declared size
+        if failed:
+            raise BackupError(f"the backup is damaged, entry {failed[0][0]!r}: {failed[0][1]}")
 
 
 def _check_catalogue_file(db: Path, archive: str | Path) -> None:

@@ -38,8 +38,8 @@ import soundfile as sf
 
 from core.store import audio
 from core.store.catalog import REVIEW_STATUSES, now
-from core.pipeline.importer import (delete_clips, extract_entries, max_file_bytes, megabytes, plan_zip, printable, safe_name,
-                           zip_budget)
+from core.pipeline.importer import delete_clips, max_file_bytes, printable, safe_name
+from core.store.files import extract_entries, megabytes, plan_zip, zip_budget
 from core.store.workspace import Workspace
 
 FORMATS = ("jsonl", "csv", "hf")

@@ -15,15 +15,15 @@ import zipfile
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable, Iterable
 
 from core.store import audio
+from core.store.files import extract_entries, megabytes, plan_zip, zip_budget
 from core.store.workspace import Workspace
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".webm"}
 Progress = Callable[[int, int, str], None]
-ZIP_MAX_RATIO = 20        # a zip may unpack to 20× its size: audio barely compresses, zip bombs reach 1000×
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # what could break line-based output
 
 
@@ -72,11 +72,6 @@ def safe_name(name: str) -> str:
 
 def printable(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
-
-
-def megabytes(n_bytes: float) -> str:
-    mb = n_bytes / 2**20
-    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.3g} MB"
 
 
 def read_meta_csv(path: Path, problems: list[str] | None = None) -> dict[str, dict]:
@@ -198,72 +193,6 @@ def _expand_folder(path: Path, report: ImportReport, source: str | None,
         origin = source or meta.get("dataset") or meta.get("source") or path.resolve().name
         items.append(_Item(f, safe_name(f.relative_to(path).as_posix()), origin, meta))
     return items
-
-
-class TooLarge(ValueError):
-    """More bytes than allowed (a zip entry or an audio file)."""
-
-
-def plan_zip(archive: zipfile.ZipFile, dest: Path, max_entry_bytes: int,
-             max_total_bytes: int) -> tuple[list[tuple[zipfile.ZipInfo, Path]], list[tuple[str, str]]]:
-    """From the zip's directory alone, before anything is written: (entry, target) pairs to extract,
-    and (entry name, why) for those refused: paths escaping `dest` (zip-slip), entries over the size
-    limit once unpacked, and whatever would take the total past `max_total_bytes`."""
-    root = dest.resolve()
-    keep: list[tuple[zipfile.ZipInfo, Path]] = []
-    refused: list[tuple[str, str]] = []
-    total = 0
-    for info in archive.infolist():
-        if info.is_dir():
-            continue
-        pure = PurePosixPath(info.filename.replace("\\", "/"))
-        target = (dest / pure).resolve()
-        if pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(root):
-            refused.append((info.filename, "refused: path escapes the archive (zip-slip)"))
-        elif info.file_size > max_entry_bytes:
-            refused.append((info.filename, f"{megabytes(info.file_size)} unzipped is over the "
-                                           f"{megabytes(max_entry_bytes)} limit"))
-        elif total + info.file_size > max_total_bytes:
-            refused.append((info.filename, f"refused: the archive expands to more than {megabytes(max_total_bytes)}; "
-                                           "import it in smaller parts"))
-        else:
-            total += info.file_size
-            keep.append((info, target))
-    return keep, refused
-
-
-def zip_budget(path: Path, max_entry_bytes: int) -> int:
-    """How much a zip may unpack to in all: the per-file limit, or ZIP_MAX_RATIO × its size if more."""
-    return max(max_entry_bytes, ZIP_MAX_RATIO * path.stat().st_size)
-
-
-def extract_entries(archive: zipfile.ZipFile, keep: Iterable[tuple[zipfile.ZipInfo, Path]],
-                    max_entry_bytes: int) -> list[tuple[str, str]]:
-    """Write the planned entries, each copy capped; returns (entry name, why) for those that failed."""
-    failed = []
-    for info, target in keep:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with archive.open(info) as src:
-                _copy_capped(src, target, max_entry_bytes)
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, TooLarge) as exc:
-            failed.append((info.filename, f"corrupt zip entry ({exc})"))
-    return failed
-
-
-def _copy_capped(src, target: Path, limit: int) -> None:
-    """Copy at most `limit` bytes (a zip's directory can lie); past that, refuse and leave nothing."""
-    copied = 0
-    try:
-        with open(target, "wb") as out:
-            while chunk := src.read(1 << 20):
-                copied += len(chunk)
-                if copied > limit:
-                    raise TooLarge(f"more than the {megabytes(limit)} limit once unzipped")
-                out.write(chunk)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
 
 
 def _extract_zip(path: Path, dest: Path, report: ImportReport, max_bytes: int) -> bool:
