@@ -274,6 +274,11 @@ def decide(catalog: Catalog, decision: Decision, expected_version: int) -> Saved
         msg = (f"{decision.status} recorded for {decision.annotator} ({people}/{need} people)"
                + (f"; all agree → clip {review.status}" if review.status != "pending" else ""))
         return Saved(review, note, msg)
+    return _save(catalog, decision, expected_version)
+
+
+def _save(catalog: Catalog, decision: Decision, expected_version: int) -> Saved:
+    """The clip's own review (not one person's overlap annotation); a concurrent save is a ReviewConflict."""
     try:
         review = catalog.save_review(decision.clip_id, status=decision.status, expected_version=expected_version,
                                      annotator=decision.annotator, caption_id=decision.caption_id,
@@ -281,6 +286,17 @@ def decide(catalog: Catalog, decision: Decision, expected_version: int) -> Saved
     except ConflictError as exc:
         raise _conflict(catalog, decision, exc.current) from None
     return Saved(review, None, f"clip {decision.clip_id} {review.status} by {decision.annotator}")
+
+
+def requeue(catalog: Catalog, clip_id: int, expected_version: int, *, annotator: str | None = None,
+            caption_id: int | None = None, reason: str | None = None, action: str = "send-to-review") -> Saved:
+    """Put a clip back in everyone's queue (status pending), keeping its caption choice.
+
+    Unlike `reset`, it sets the clip's review also in overlap review, and needs no signed-in
+    name (the Map tab of an app without accounts): it is a pointer back to the work, not a verdict.
+    """
+    return _save(catalog, Decision(clip_id, "pending", annotator, caption_id=caption_id, reason=reason,
+                                   action=action), expected_version)
 
 
 def keep_mine(catalog: Catalog, conflict: ReviewConflict) -> Saved:
