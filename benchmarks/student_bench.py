@@ -445,7 +445,8 @@ def ship(model_path: Path, report: dict) -> Path:
         "metrics": metrics,
         "limitations": limitations,
     }
-    target = ROOT / "assets" / "student"
+    from core.store.settings import SHIPPED_MODEL
+    target = SHIPPED_MODEL
     model.config.name = "hearsay-student"
     model.save(target, card)
     return target

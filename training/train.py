@@ -450,8 +450,8 @@ def _load_state(run_dir: Path) -> dict | None:
 
 
 def _swap(src: Path, dst: Path) -> None:
-    from core.models.student import _replace_dir
-    _replace_dir(src, dst)
+    from core.store.files import replace_dir
+    replace_dir(src, dst)
 
 
 def _broadcast(value, accelerator):

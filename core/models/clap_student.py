@@ -13,7 +13,6 @@ nothing is downloaded; a missing model raises `ModelUnavailable` saying what to 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -22,13 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.store import audio
+from core.models.pretrained import (CARD_NAME, CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES,  # noqa: F401 - re-exported
+                                     WEIGHTS_NAME, PretrainedStudent, card_sections, crop_waves, file_digest,
+                                     quiet_transformers, state_digest)
 
 KIND = "clap"
 DEFAULT_REPO = "laion/clap-htsat-unfused"
-CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
-WEIGHT_FILES = (WEIGHTS_NAME, "pytorch_model.bin")
-PROCESSOR_NAME = "preprocessor_config.json"
 MAX_TEXT_TOKENS = 77
 
 
@@ -86,18 +84,17 @@ def locate(source: str, ws=None, *, what: str = "CLAP", example: str = DEFAULT_R
     return source
 
 
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-    logging.disable_progress_bar()       # "Loading weights" bars in every CLI run and test log
-    logging.set_verbosity_error()
+_quiet_transformers = quiet_transformers      # the name scripts and configs import
 
 
 # -- the model ----------------------------------------------------------------------------------------
-class ClapStudent(nn.Module):
+class ClapStudent(PretrainedStudent):
     """core.models.embedder.Embedder over a `ClapModel` plus its feature extractor and tokenizer.
 
     `forward` is one training step's embeddings (audio, text, logit_scale), so Accelerate / DDP can
     wrap the module; `embed_audio` / `embed_text` take 16 kHz waves and plain texts."""
+
+    KIND = KIND
 
     def __init__(self, model, features, tokenizer, meta: dict | None = None):
         super().__init__()
@@ -141,24 +138,10 @@ class ClapStudent(nn.Module):
 
     load = from_pretrained          # core.models.registry: ClapStudent.load(folder, device=...)
 
-    def train(self, mode: bool = True) -> "ClapStudent":
-        super().train(mode)
-        for m in self.frozen:            # frozen parts keep their batch-norm statistics and skip dropout
-            m.eval()
-        return self
-
     # -- identity ------------------------------------------------------------------------------------
     @property
     def model_id(self) -> str:
         return self.meta.get("model_id") or f"clap:{self.meta.get('base_model', DEFAULT_REPO)}"   # a base model
-
-    @property
-    def name(self) -> str:
-        return self.meta["name"]
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self.meta["name"] = value
 
     @property
     def dim(self) -> int:
@@ -182,7 +165,7 @@ class ClapStudent(nn.Module):
                 from huggingface_hub import try_to_load_from_cache
                 cached = [try_to_load_from_cache(self.source, w) for w in WEIGHT_FILES]
                 found = next((Path(c) for c in cached if isinstance(c, str)), None)
-            self.meta["digest"] = file_digest(found) if found else _state_digest(self.model)
+            self.meta["digest"] = file_digest(found) if found else state_digest(self.model)
         return self.meta["digest"]
 
     # -- inputs --------------------------------------------------------------------------------------
@@ -226,33 +209,7 @@ class ClapStudent(nn.Module):
     def _autocast(self):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        import contextlib
-        return contextlib.nullcontext()
-
-    @torch.no_grad()
-    def embed_audio(self, waves: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """16 kHz mono float32 waves → [N, dim] float32, L2-normalised."""
-        return self._embed(waves, batch_size, lambda part: self.forward_audio(
-            **{k: v.to(self.device) for k, v in self.audio_inputs(part).items() if v is not None}))
-
-    @torch.no_grad()
-    def embed_text(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-        """Texts → [N, dim] float32, L2-normalised, in the audio's space."""
-        return self._embed(list(texts), batch_size, lambda part: self.forward_text(
-            **{k: v.to(self.device) for k, v in self.text_inputs(part).items()}))
-
-    def _embed(self, items, batch_size: int, run) -> np.ndarray:
-        out = []
-        was_training = self.training
-        self.eval()
-        try:
-            with self._autocast():
-                for i in range(0, len(items), batch_size):
-                    v = run(items[i:i + batch_size]).float()
-                    out.append(torch.nn.functional.normalize(v, dim=-1).cpu().numpy())
-        finally:
-            self.train(was_training)
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+        return super()._autocast()
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def plain_model(self):
@@ -261,34 +218,18 @@ class ClapStudent(nn.Module):
             return copy.deepcopy(self.model).merge_and_unload()
         return self.model
 
-    def save(self, folder: str | Path, card: dict | None = None, extra: dict | None = None) -> Path:
-        """Write the Hugging Face folder atomically (same contract as core.models.student.Student.save)."""
-        import shutil
-        from core.models.student import _replace_dir
-        _quiet_transformers()
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        model = self.plain_model()
-        model.save_pretrained(tmp)
+    def _write_weights(self, tmp: Path) -> dict:
+        """The Hugging Face folder (PretrainedStudent.save adds Hearsay's block to its config.json)."""
+        self.plain_model().save_pretrained(tmp)
         self.features.save_pretrained(tmp)
         self.tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
             f.chmod(0o644)                # safetensors writes 0600; checkpoints are shared files
         self.meta["digest"] = file_digest(tmp / WEIGHTS_NAME)
-        self.meta["model_id"] = f"{self.name}-{self.meta['digest'][:10]}"
-        config = json.loads((tmp / CONFIG_NAME).read_text())
-        config.update({"kind": KIND, "model_id": self.model_id,
-                       "hearsay": {k: v for k, v in self.meta.items() if k != "model_id"}})
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        (tmp / CARD_NAME).write_text(model_card(self, card or {}))
-        for name, write in (extra or {}).items():
-            write(tmp / name)
-        _replace_dir(tmp, folder)
-        self.source = str(folder)
-        return folder
+        return json.loads((tmp / CONFIG_NAME).read_text())
+
+    def _card(self, info: dict) -> str:
+        return model_card(self, info)
 
 
 def audio_inputs(features, waves: Sequence[np.ndarray], fused: bool = False,
@@ -296,13 +237,7 @@ def audio_inputs(features, waves: Sequence[np.ndarray], fused: bool = False,
     """16 kHz waves → the model's audio inputs: `waveform` [B, L] at the extractor's rate (non-fusion
     models), else the extractor's own tensors. Long clips: a centre window (a random one with `rng`)."""
     sr, limit = int(features.sampling_rate), int(features.nb_max_samples)
-    ready = []
-    for w in waves:
-        w = audio.resample(np.asarray(w, np.float32), audio.SAMPLE_RATE, sr)
-        if len(w) > limit:
-            start = int(rng.integers(0, len(w) - limit + 1)) if rng is not None else (len(w) - limit) // 2
-            w = w[start:start + limit]
-        ready.append(w)
+    ready = crop_waves(waves, sr, limit, rng)
     if not fused:      # the waves themselves, as the extractor pads them; ClapStudent.log_mel does the rest
         return {"waveform": torch.from_numpy(np.stack([_repeat_pad(w, limit) for w in ready]))}
     out = features(ready, sampling_rate=sr, return_tensors="pt", truncation="fusion", padding="repeatpad")
@@ -322,22 +257,6 @@ def text_inputs(tokenizer, texts: Sequence[str], max_tokens: int = MAX_TEXT_TOKE
     return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
 
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _state_digest(model) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 def model_card(student: ClapStudent, info: dict) -> str:
     """A short model card: base model, sizes, what it learned from, how it scores."""
     cfg = student.model.config
@@ -355,14 +274,8 @@ def model_card(student: ClapStudent, info: dict) -> str:
              f"{student.features.sampling_rate} Hz, {student.features.max_length_s} s windows); text: RoBERTa "
              f"({cfg.text_config.num_hidden_layers} layers); shared {cfg.projection_dim}-d space.",
              f"- Base model: `{student.meta.get('base_model', DEFAULT_REPO)}`.", ""]
-    for title, key in (("Training data", "data"), ("Training", "training"), ("Evaluation", "metrics"),
-                       ("Limitations", "limitations")):
-        value = info.get(key)
-        if not value:
-            continue
-        lines += [f"## {title}"]
-        lines += [f"- {k}: {v}" for k, v in value.items()] if isinstance(value, dict) else [str(value)]
-        lines += [""]
+    lines += card_sections(info, (("Training data", "data"), ("Training", "training"), ("Evaluation", "metrics"),
+                                  ("Limitations", "limitations")))
     lines += ["## Use", "```python", "from transformers import ClapModel, ClapProcessor",
               "model = ClapModel.from_pretrained('path/to/folder')      # any transformers user",
               "from core.models.clap_student import ClapStudent                 # or inside Hearsay (16 kHz waves)",

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.store import audio
-from core.models.clap_student import (CARD_NAME, CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES, WEIGHTS_NAME,
-                               ModelUnavailable, _quiet_transformers, locate)
+from core.models.clap_student import ModelUnavailable, locate
+from core.models.pretrained import (CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES, WEIGHTS_NAME, PretrainedStudent,
+                                    card_sections, crop_waves, file_digest, quiet_transformers, state_digest)
 
 KIND = "combine"
 MINILM = "minilm"                          # the packaged sentence encoder (core.models.text_encoder)
@@ -53,8 +53,11 @@ def locate_text(source: str) -> str:
                   needs=("modules.json",), weights=(), use="combine:<audio>+{}")
 
 
-class CombineStudent(nn.Module):
+class CombineStudent(PretrainedStudent):
     """core.models.embedder.Embedder over an audio encoder + a sentence-transformers model (module docstring)."""
+
+    KIND = KIND
+    audio_batch = 16
 
     def __init__(self, encoder, features, text_model, meta: dict | None = None):
         super().__init__()
@@ -106,24 +109,10 @@ class CombineStudent(nn.Module):
         student.source = str(folder)
         return student.to(device).eval()
 
-    def train(self, mode: bool = True) -> "CombineStudent":
-        super().train(mode)
-        for m in self.frozen:            # frozen parts keep their normalisation statistics, skip dropout
-            m.eval()
-        return self
-
     # -- identity ------------------------------------------------------------------------------------
     @property
     def model_id(self) -> str:
         return self.meta.get("model_id") or f"combine:{self.meta.get('base_model', '')}"
-
-    @property
-    def name(self) -> str:
-        return self.meta["name"]
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self.meta["name"] = value
 
     @property
     def dim(self) -> int:
@@ -135,11 +124,7 @@ class CombineStudent(nn.Module):
 
     def digest(self) -> str:
         if not self.meta.get("digest"):
-            h = hashlib.sha256()
-            for k, v in sorted(self.state_dict().items()):
-                h.update(k.encode())
-                h.update(v.detach().float().cpu().numpy().tobytes())
-            self.meta["digest"] = h.hexdigest()
+            self.meta["digest"] = state_digest(self)
         return self.meta["digest"]
 
     # -- inputs --------------------------------------------------------------------------------------
@@ -173,46 +158,14 @@ class CombineStudent(nn.Module):
         """(audio [B, dim], text [B, dim], logit_scale), as the shared losses expect."""
         return self.forward_audio(**audio), self.forward_text(**text), self.logit_scale
 
-    # -- Embedder ------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def embed_audio(self, waves: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
-        return self._embed(waves, batch_size, lambda part: self.forward_audio(
-            **{k: v.to(self.device) for k, v in self.audio_inputs(part).items()}))
-
-    @torch.no_grad()
-    def embed_text(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-        return self._embed(list(texts), batch_size, lambda part: self.forward_text(
-            **{k: v.to(self.device) for k, v in self.text_inputs(part).items()}))
-
-    def _embed(self, items, batch_size: int, run) -> np.ndarray:
-        out, was_training = [], self.training
-        self.eval()
-        try:
-            for i in range(0, len(items), batch_size):
-                out.append(run(items[i:i + batch_size]).float().cpu().numpy())
-        finally:
-            self.train(was_training)
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
-
     # -- checkpoints ---------------------------------------------------------------------------------
     def head_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                 if not k.startswith(("encoder.", "text_model."))}
 
-    def save(self, folder: str | Path, card: dict | None = None, extra: dict | None = None) -> Path:
-        """Write the folder atomically (same contract as core.models.student.Student.save)."""
-        import shutil
-
+    def _write_weights(self, tmp: Path) -> dict:
+        """Head, audio/ and text/ (PretrainedStudent.save writes config.json and the card)."""
         from safetensors.torch import save_file
-
-        from core.models.clap_student import file_digest
-        from core.models.student import _replace_dir
-        _quiet_transformers()
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
         save_file(self.head_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         self.encoder.save_pretrained(tmp / "audio")
         self.features.save_pretrained(tmp / "audio")
@@ -222,22 +175,15 @@ class CombineStudent(nn.Module):
             f.chmod(0o644)
             h.update(str(f.relative_to(tmp)).encode() + file_digest(f).encode())
         self.meta["digest"] = h.hexdigest()
-        self.meta["model_id"] = f"{self.name}-{self.meta['digest'][:10]}"
-        config = {"kind": KIND, "model_id": self.model_id, "architecture": "hearsay-combine",
-                  "audio_model_type": getattr(self.encoder.config, "model_type", ""),
-                  "hearsay": {k: v for k, v in self.meta.items() if k != "model_id"}}
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        (tmp / CARD_NAME).write_text(model_card(self, card or {}))
-        for name, write in (extra or {}).items():
-            write(tmp / name)
-        _replace_dir(tmp, folder)
-        self.source = str(folder)
-        return folder
+        return {"architecture": "hearsay-combine", "audio_model_type": getattr(self.encoder.config, "model_type", "")}
+
+    def _card(self, info: dict) -> str:
+        return model_card(self, info)
 
 
 def _load_encoder(where: str):
     """(encoder, feature extractor): AutoModel, and only the encoder of an encoder-decoder (Whisper)."""
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=True)
@@ -267,13 +213,7 @@ def audio_inputs(features, waves: Sequence[np.ndarray], max_seconds: float = MAX
     Clips longer than `max_seconds`: a centre window (a random one with `rng`)."""
     sr = int(features.sampling_rate)
     limit = int(max_seconds * sr)
-    ready = []
-    for w in waves:
-        w = audio.resample(np.asarray(w, np.float32), audio.SAMPLE_RATE, sr)
-        if len(w) > limit:
-            start = int(rng.integers(0, len(w) - limit + 1)) if rng is not None else (len(w) - limit) // 2
-            w = w[start:start + limit]
-        ready.append(w)
+    ready = crop_waves(waves, sr, limit, rng)
     kwargs = {} if whisper else {"padding": True, "return_attention_mask": True}
     out = features(ready, sampling_rate=sr, return_tensors="pt", **kwargs)
     names = ("input_features",) if whisper else ("input_values", "input_features", "attention_mask")
@@ -296,11 +236,7 @@ def model_card(student: CombineStudent, info: dict) -> str:
              f"{sum(p.numel() for p in student.encoder.parameters()):,} parameters; in `audio/`) → mean over time "
              f"→ LayerNorm + linear → L2-normalised {student.dim}-d vector.",
              f"- Text: `{m.get('text_model')}` (sentence-transformers; in `text/`) → linear → L2-normalised.", ""]
-    for title, key in (("Training data", "data"), ("Training", "training"), ("Evaluation", "metrics")):
-        value = info.get(key)
-        if value:
-            lines += [f"## {title}"] + ([f"- {k}: {v}" for k, v in value.items()] if isinstance(value, dict)
-                                        else [str(value)]) + [""]
+    lines += card_sections(info, (("Training data", "data"), ("Training", "training"), ("Evaluation", "metrics")))
     lines += ["## Use", "```python", "from core.models.combine_student import CombineStudent",
               "model = CombineStudent.load('path/to/folder')",
               "audio = model.embed_audio([wave_16k]); text = model.embed_text(['a dog barking'])", "```", ""]

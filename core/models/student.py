@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.models import yamnet
+from core.store.files import atomic_dir, atomic_write
 
 FORMAT_VERSION = 1
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
@@ -361,19 +362,12 @@ class Student(nn.Module):
         from safetensors.torch import save_file
         folder = Path(folder)
         self.config.model_id = f"{self.config.name}-{self.digest()[:10]}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        if tmp.exists():
-            import shutil
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_file(self.trainable_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / WEIGHTS_NAME).chmod(0o644)         # safetensors writes 0600; checkpoints are shared files
-        config = {"format_version": FORMAT_VERSION, "architecture": "hearsay-student", **self.config.to_dict()}
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        (tmp / CARD_NAME).write_text(model_card(self, card or {}))
-        for name, write in (extra or {}).items():
-            write(tmp / name)
-        _replace_dir(tmp, folder)
+        with atomic_dir(folder) as tmp:
+            save_file(self.trainable_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            (tmp / WEIGHTS_NAME).chmod(0o644)         # safetensors writes 0600; checkpoints are shared files
+            config = {"format_version": FORMAT_VERSION, "architecture": "hearsay-student", **self.config.to_dict()}
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+            write_card_and_extras(tmp, model_card(self, card or {}), extra)
         return folder
 
     @classmethod
@@ -420,21 +414,19 @@ def class_name_embeddings(templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch
     """[521, 384]: the MiniLM embedding of each AudioSet class phrase, averaged over prompt templates.
 
     Cached on disk (thousands of sentences take a while on a busy CPU; every fresh student needs them)."""
-    import os
     from core.models.text_encoder import encode
+    from core.store.settings import user_cache
     phrases = [class_phrases(t) for t in templates]
     digest = hashlib.sha256(json.dumps(phrases).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("HEARSAY_CACHE", Path.home() / ".cache" / "hearsay")) / f"class_prior_{digest}.npy"
+    cache = user_cache() / f"class_prior_{digest}.npy"
     if cache.exists():
         return torch.from_numpy(np.load(cache))
     acc = np.zeros((yamnet.N_CLASSES, 384), dtype=np.float32)
     for texts in phrases:
         acc += encode(texts)
     acc /= np.linalg.norm(acc, axis=1, keepdims=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.npy")
-    np.save(tmp, acc)
-    tmp.replace(cache)
+    with atomic_write(cache) as tmp:
+        np.save(tmp, acc)
     return torch.from_numpy(acc)
 
 
@@ -452,16 +444,11 @@ def _own_text_encoder(config: StudentConfig):
     return enc
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    import shutil
-    old = dst.with_name(dst.name + ".old")
-    if dst.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        dst.rename(old)
-    src.rename(dst)
-    if old.exists():
-        shutil.rmtree(old)
+def write_card_and_extras(folder: Path, card: str, extra: dict | None) -> None:
+    """The model card, then the caller's extra files (`extra`: name → writer f(path)), into a folder being saved."""
+    (folder / CARD_NAME).write_text(card)
+    for name, write in (extra or {}).items():
+        write(folder / name)
 
 
 def model_card(model: Student, info: dict) -> str:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from core.store.files import atomic_write, megabytes
 
 SAMPLE_RATE = 16_000
 SILENCE_PEAK = 1e-4          # a clip whose peak is below this is "all silent" (-80 dBFS)
@@ -112,17 +112,12 @@ def _decode_audioread(path: str | Path, sr: int, max_bytes: int | None, sf_detai
         raise AudioError(f"cannot decode audio ({type(exc).__name__}: {exc or sf_detail})") from None
 
 
-def _megabytes(n: float) -> str:
-    mb = n / 2**20
-    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.3g} MB"
-
-
 def _check_decoded_size(seconds: float, sr: int, max_bytes: int | None) -> None:
     size = seconds * sr * 4                                        # float32 mono at `sr`
     if max_bytes is not None and size > max_bytes:
         length = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.1f} s"
-        raise AudioError(f"audio decodes to {_megabytes(size)} ({length}), over the "
-                         f"{_megabytes(max_bytes)} limit; split it into shorter files")
+        raise AudioError(f"audio decodes to {megabytes(size)} ({length}), over the "
+                         f"{megabytes(max_bytes)} limit; split it into shorter files")
 
 
 class _MonoStream:
@@ -152,7 +147,7 @@ class _MonoStream:
     def _keep(self, part: np.ndarray) -> None:
         self.size += part.nbytes
         if self.max_bytes is not None and self.size > self.max_bytes:   # headers can understate the length
-            raise AudioError(f"audio decodes to more than the {_megabytes(self.max_bytes)} limit; "
+            raise AudioError(f"audio decodes to more than the {megabytes(self.max_bytes)} limit; "
                              "split it into shorter files")
         if len(part):
             self.parts.append(part)
@@ -198,10 +193,8 @@ def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def write_flac(path: Path, wave: np.ndarray, sr: int = SAMPLE_RATE) -> None:
     """Write atomically (temp file + rename) so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.flac")   # unique per writer
-    sf.write(tmp, pcm16(wave), sr, format="FLAC", subtype="PCM_16")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        sf.write(tmp, pcm16(wave), sr, format="FLAC", subtype="PCM_16")
 
 
 def read(path: str | Path, start: float = 0.0, end: float | None = None) -> np.ndarray:
@@ -249,8 +242,6 @@ def spectrogram_png(wave: np.ndarray, path: Path, sr: int = SAMPLE_RATE) -> Path
                              x_axis="time", y_axis="mel", fmax=8000, ax=ax, cmap="magma")
     ax.set_xlabel("seconds")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path

@@ -15,6 +15,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]     # the repository: core/store/settings.py → ../../
 ASSETS = ROOT / "assets"
+SHIPPED_MODEL = ASSETS / "student"    # the student bundled with the app (search works on a fresh install)
+
+
+def user_cache() -> Path:
+    """Per-user cache shared by every workspace (extracted tagger, class-name prior): $HEARSAY_CACHE."""
+    return Path(os.environ.get("HEARSAY_CACHE", Path.home() / ".cache" / "hearsay"))
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@
 """
 from __future__ import annotations
 
-import os
-import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 
 from core.store import audio
 from core.store.catalog import RESTORE_HINT, Catalog, CatalogLost, Clip, Recording
+from core.store.files import atomic_write
 from core.store.settings import Settings, load_settings
 
 
@@ -83,22 +82,33 @@ class Workspace:
 
     def clip_wav_path(self, clip: Clip | int) -> Path:
         """A WAV of just this window, for players; cached under cache/clips."""
-        if isinstance(clip, int):
-            clip = self.catalog.get_clip(clip)
-        key = self.clip_key(clip).replace(":", "_")
-        path = self.cache_dir / "clips" / f"{key}.wav"
+        clip, path = self._clip_cache(clip, "clips", ".wav")
         if not path.exists():
             import soundfile as sf
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp.wav")
-            sf.write(tmp, audio.pcm16(self.load_clip(clip)), audio.SAMPLE_RATE, subtype="PCM_16")
-            tmp.replace(path)
+            with atomic_write(path) as tmp:
+                sf.write(tmp, audio.pcm16(self.load_clip(clip)), audio.SAMPLE_RATE, subtype="PCM_16")
         return path
 
     def spectrogram_path(self, clip: Clip | int) -> Path:
-        if isinstance(clip, int):
-            clip = self.catalog.get_clip(clip)
-        path = self.cache_dir / "spectrograms" / f"{self.clip_key(clip).replace(':', '_')}.png"
+        clip, path = self._clip_cache(clip, "spectrograms", ".png")
         if not path.exists():
             audio.spectrogram_png(self.load_clip(clip), path)
         return path
+
+    def _clip_cache(self, clip: Clip | int, folder: str, suffix: str) -> tuple[Clip, Path]:
+        """The clip (looked up by id if need be) and its derived file under cache/<folder>, named by content."""
+        if isinstance(clip, int):
+            clip = self.catalog.get_clip(clip)
+        return clip, self.cache_dir / folder / f"{self.clip_key(clip).replace(':', '_')}{suffix}"
+
+    def run_dir(self, run_id: int) -> Path:
+        """A training run's folder: runs/run-NNNN."""
+        return self.runs_dir / f"{RUN_PREFIX}{run_id:04d}"
+
+
+RUN_PREFIX = "run-"
+
+
+def parse_run_id(folder: str | Path) -> int:
+    """The run id a run folder (Workspace.run_dir) is named after."""
+    return int(Path(folder).name.rsplit("-", 1)[-1])
