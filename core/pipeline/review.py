@@ -12,31 +12,21 @@ similarity of the captions people kept.
 """
 from __future__ import annotations
 
-import itertools
-import random
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
+from core.pipeline.review_bulk import (BULK_ACTIONS, BulkFilter, BulkPreview, BulkResult,  # noqa: F401  (re-exported)
+                                       apply_bulk, preview_bulk)
+from core.pipeline.review_overlap import (CONSENSUS, OVERLAP_KEY, Agreement,  # noqa: F401  (re-exported)
+                                          Disagreement, agreement, cohen_kappa, fleiss_kappa, overlap,
+                                          set_overlap, try_consensus)
+from core.pipeline.review_queue import (ORDERS, SCOPES, build_queue, disagreement_scores,  # noqa: F401  (re-exported)
+                                        still_todo)
+from core.store.catalog import (ACCEPTING, DECIDED, REVIEW_STATUSES,  # noqa: F401  (re-exported)
+                                Annotation, Caption, Catalog, Clip, ConflictError, Recording, Review)
 
-from core.store.catalog import (REVIEW_STATUSES, Annotation, Caption, Catalog, Clip, ClipQuery, ConflictError,
-                          Recording, Review)
-
-ORDERS = {
-    "pending": "Pending first (import order)",
-    "low-confidence": "Lowest teacher confidence first",
-    "high-confidence": "Highest teacher confidence first",
-    "disagreement": "Student/teacher disagreement first",
-    "random": "Random (seeded)",
-}
-SCOPES = {"todo": "Still to review (pending, then skipped)", "all": "All clips (pending first)"}
-DECIDED = ("accepted", "edited", "rejected")
-ACCEPTING = ("accepted", "edited")
 GUIDELINES_KEY = "review.guidelines"
-OVERLAP_KEY = "review.overlap"
-CONSENSUS = "consensus"          # the annotator name recorded when n overlapping decisions agree
 
 DEFAULT_GUIDELINES = """\
 ### Captioning guidelines
@@ -86,111 +76,6 @@ def load_item(catalog: Catalog, clip_id: int, annotator: str | None = None) -> R
     if current is None and captions:
         current = captions[-1]
     return ReviewItem(clip, catalog.get_recording(clip.recording_id), review, current, captions, annotations)
-
-
-# -- the queue --------------------------------------------------------------------------------
-
-def build_queue(catalog: Catalog, order: str = "pending", *, scope: str = "todo", seed: int = 0,
-                annotator: str | None = None, scores: dict[int, float] | None = None) -> list[int]:
-    """Clip ids in review order: pending first, then skipped, then (scope "all") decided ones.
-
-    Within each group: import order, teacher confidence (clips without one last), student/teacher
-    agreement `scores` (lowest first: see `disagreement_scores`), or a seeded shuffle.
-    In overlap review, "todo" means clips this annotator has not decided that still need people.
-    """
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose from {', '.join(ORDERS)}")
-    if order == "disagreement" and scores is None:
-        raise ValueError("the disagreement order needs scores from a student model (disagreement_scores)")
-    reviews = catalog.reviews()
-    group = {"pending": 0, "skipped": 1}
-    need = overlap(catalog)
-    if need > 1 and annotator:
-        decided = {cid: {who for who, a in people.items() if a.status in DECIDED}
-                   for cid, people in catalog.current_annotations().items()}
-        mine_skipped = {cid for cid, people in catalog.current_annotations().items()
-                        if people.get(annotator) and people[annotator].status == "skipped"}
-
-        def rank(cid: int, review: Review) -> int:
-            if review.status != "pending" or annotator in decided.get(cid, set()):
-                return 2
-            if len(decided.get(cid, ())) >= need:
-                return 2          # enough people judged it; waits for a lead
-            return 1 if cid in mine_skipped else 0
-    else:
-        def rank(cid: int, review: Review) -> int:
-            return group.get(review.status, 2)
-
-    ranked = {cid: rank(cid, r) for cid, r in reviews.items()}
-    ids = [cid for cid in reviews if scope == "all" or ranked[cid] < 2]
-    if order == "random":
-        shuffled = list(ids)
-        random.Random(seed).shuffle(shuffled)
-        position = {cid: i for i, cid in enumerate(shuffled)}
-        return sorted(ids, key=lambda cid: (ranked[cid], position[cid]))
-    if order == "disagreement":
-        return sorted(ids, key=lambda cid: (ranked[cid], cid not in scores, scores.get(cid, 0.0), cid))
-    if order in ("low-confidence", "high-confidence"):
-        sign = 1.0 if order == "low-confidence" else -1.0
-        conf = {cid: c.confidence for cid, c in catalog.current_captions(ids).items()}
-        return sorted(ids, key=lambda cid: (ranked[cid], conf.get(cid) is None,
-                                            sign * (conf.get(cid) or 0.0), cid))
-    return sorted(ids, key=lambda cid: (ranked[cid], cid))
-
-
-def still_todo(catalog: Catalog, clip_id: int, annotator: str | None = None) -> bool:
-    """Whether the clip still waits for this annotator (a colleague may have decided it meanwhile)."""
-    review = catalog.get_review(clip_id)
-    if review.status not in ("pending", "skipped"):
-        return False
-    if overlap(catalog) > 1 and annotator:
-        mine = catalog.current_annotations().get(clip_id, {}).get(annotator)
-        return mine is None or mine.status not in DECIDED
-    return True
-
-
-def disagreement_scores(ws, clip_ids: Sequence[int], embedder, *, batch_size: int = 32,
-                        progress: Callable[[int, int], None] | None = None,
-                        cancel: threading.Event | None = None, use_index: bool = True) -> dict[int, float]:
-    """Cosine between the student's audio embedding and its text embedding of the current caption.
-
-    Low means the student hears something other than what the teacher wrote: review those first.
-    `embedder` is any `core.models.embedder.Embedder`; clips without a caption get no score. Audio vectors
-    come from the search index when there is one (clips it lacks get indexed, so search gains too).
-    """
-    captions = ws.catalog.current_captions(clip_ids)
-    ids = [cid for cid in clip_ids if cid in captions]
-    audio = _indexed_audio(ws, ids, embedder, progress, cancel) if use_index else {}
-    scores: dict[int, float] = {}
-    for start in range(0, len(ids), batch_size):
-        if cancel is not None and cancel.is_set():
-            break
-        batch = ids[start:start + batch_size]
-        missing = [cid for cid in batch if cid not in audio]
-        if missing:
-            audio.update(zip(missing, np.asarray(embedder.embed_audio([ws.load_clip(c) for c in missing]),
-                                                 dtype=np.float32)))
-        text = np.asarray(embedder.embed_text([captions[cid].text for cid in batch]), dtype=np.float32)
-        for cid, t in zip(batch, text):
-            scores[cid] = float(np.dot(audio[cid], t))
-        if progress:
-            progress(min(start + batch_size, len(ids)), len(ids))
-    return scores
-
-
-def _indexed_audio(ws, ids: Sequence[int], embedder, progress, cancel) -> dict[int, np.ndarray]:
-    """Audio vectors read back from the Chroma index; {} when the index is not there or not reachable."""
-    try:
-        from core.pipeline import index
-    except ImportError:
-        return {}
-    try:
-        index.sync(ws, embedder, clip_ids=list(ids), captions=False, cancel=cancel,
-                   progress=(lambda done, total, _: progress(done, total)) if progress else None)
-        got, matrix = index.get_embeddings(ws, embedder, list(ids))
-    except index.IndexUnavailable:
-        return {}
-    return dict(zip(got, matrix))
 
 
 def active_embedder(ws):
@@ -269,7 +154,7 @@ def decide(catalog: Catalog, decision: Decision, expected_version: int) -> Saved
         note = catalog.add_annotation(decision.clip_id, decision.annotator, decision.status,
                                       caption_id=decision.caption_id, new_text=decision.new_text,
                                       reason=decision.reason, action=decision.action)
-        review = _try_consensus(catalog, decision.clip_id, need)
+        review = try_consensus(catalog, decision.clip_id, need)
         people = sum(a.status in DECIDED for a in catalog.current_annotations().get(decision.clip_id, {}).values())
         msg = (f"{decision.status} recorded for {decision.annotator} ({people}/{need} people)"
                + (f"; all agree → clip {review.status}" if review.status != "pending" else ""))
@@ -431,7 +316,7 @@ def history(catalog: Catalog, clip_id: int) -> list[dict]:
     return sorted(rows, key=lambda r: r["when"])
 
 
-# -- progress, guidelines, overlap setting ------------------------------------------------------------
+# -- progress, guidelines ------------------------------------------------------------------------------
 
 @dataclass
 class ReviewProgress:
@@ -481,141 +366,7 @@ def set_guidelines(catalog: Catalog, markdown: str) -> str:
     return guidelines(catalog)
 
 
-def overlap(catalog: Catalog) -> int:
-    """How many people must judge each clip (1 = plain review)."""
-    try:
-        return max(1, int(catalog.get_value(OVERLAP_KEY) or 1))
-    except ValueError:
-        return 1
-
-
-def set_overlap(catalog: Catalog, n: int) -> int:
-    if not 1 <= int(n) <= 10:
-        raise ValueError("overlap must be between 1 and 10 people per clip")
-    catalog.set_value(OVERLAP_KEY, str(int(n)))
-    return int(n)
-
-
-# -- overlap: consensus, agreement, lead resolution ---------------------------------------------------
-
-def _same_text(a: str, b: str) -> bool:
-    return " ".join(a.lower().split()).strip(" .") == " ".join(b.lower().split()).strip(" .")
-
-
-def _try_consensus(catalog: Catalog, clip_id: int, need: int) -> Review:
-    """Settle the clip when `need` people decided and all agree (same verdict, same caption)."""
-    review = catalog.get_review(clip_id)
-    if review.status != "pending":
-        return review
-    decided = [a for a in catalog.current_annotations().get(clip_id, {}).values() if a.status in DECIDED]
-    if len(decided) < need:
-        return review
-    if all(a.status == "rejected" for a in decided):
-        reasons = "; ".join(sorted({a.reason for a in decided if a.reason}))
-        status, caption_id = "rejected", decided[0].caption_id
-    elif all(a.status in ACCEPTING for a in decided):
-        texts = [catalog.get_caption(a.caption_id).text if a.caption_id else "" for a in decided]
-        if not all(_same_text(texts[0], t) for t in texts):
-            return review
-        caption = catalog.get_caption(decided[0].caption_id)
-        status, caption_id, reasons = ("edited" if caption.origin == "annotator" else "accepted"), caption.id, ""
-    else:
-        return review
-    try:
-        return catalog.save_review(clip_id, status=status, expected_version=review.version, annotator=CONSENSUS,
-                                   caption_id=caption_id, reason=reasons or None, action=CONSENSUS)
-    except ConflictError as exc:      # a lead settled it meanwhile; their save stands
-        return exc.current
-
-
-@dataclass
-class Disagreement:
-    clip_id: int
-    decisions: dict[str, dict]             # person → {status, caption, reason}
-    similarity: float | None               # lowest caption similarity among people who accepted
-    review: Review
-
-
-@dataclass
-class Agreement:
-    items: int                             # clips judged by two people or more
-    annotators: list[str]
-    fleiss_kappa: float | None
-    cohen_kappa: dict[str, tuple[float | None, int]]   # "a / b" → (kappa, shared clips)
-    caption_similarity: float | None       # mean pairwise cosine (MiniLM) of captions people accepted
-    disagreements: list[Disagreement]
-
-
-def fleiss_kappa(counts: np.ndarray) -> float | None:
-    """Fleiss' kappa from an [items, categories] matrix of rater counts (raters per item may vary)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    counts = counts[counts.sum(axis=1) >= 2]
-    if len(counts) == 0:
-        return None
-    n = counts.sum(axis=1)
-    p_item = ((counts ** 2).sum(axis=1) - n) / (n * (n - 1))
-    p_cat = counts.sum(axis=0) / n.sum()
-    expected = float((p_cat ** 2).sum())
-    if expected >= 1.0:
-        return None               # everyone used one category: agreement is undefined
-    return float((p_item.mean() - expected) / (1.0 - expected))
-
-
-def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float | None:
-    if len(a) < 2:
-        return None
-    from sklearn.metrics import cohen_kappa_score
-    if len(set(a) | set(b)) < 2:
-        return None
-    value = cohen_kappa_score(list(a), list(b))
-    return None if np.isnan(value) else float(value)
-
-
-def agreement(catalog: Catalog, *, encode: Callable[[Sequence[str]], np.ndarray] | None = None,
-              similarity_threshold: float = 0.8) -> Agreement:
-    """Agreement over clips that two or more people decided (accept/edit = accept, reject = reject).
-
-    A clip is a disagreement when verdicts differ, or when people accepted captions whose
-    MiniLM cosine falls below `similarity_threshold`.
-    """
-    if encode is None:
-        from core.models.text_encoder import encode
-    current = catalog.current_annotations()
-    judged = {cid: {who: a for who, a in people.items() if a.status in DECIDED}
-              for cid, people in current.items()}
-    judged = {cid: people for cid, people in judged.items() if len(people) >= 2}
-    annotators = sorted({who for people in judged.values() for who in people})
-    texts = {}
-    for people in judged.values():
-        for a in people.values():
-            if a.caption_id is not None and a.caption_id not in texts:
-                texts[a.caption_id] = catalog.get_caption(a.caption_id).text
-    vectors = {}
-    if texts:
-        ids = list(texts)
-        vectors = dict(zip(ids, encode([texts[i] for i in ids])))
-
-    counts, sims_all, disagreements = [], [], []
-    for cid, people in judged.items():
-        verdicts = [int(a.status in ACCEPTING) for a in people.values()]
-        counts.append([len(verdicts) - sum(verdicts), sum(verdicts)])
-        kept = [a.caption_id for a in people.values() if a.status in ACCEPTING and a.caption_id in vectors]
-        pair_sims = [float(np.dot(vectors[x], vectors[y])) for x, y in itertools.combinations(kept, 2)]
-        sims_all += pair_sims
-        low = min(pair_sims) if pair_sims else None
-        if len(set(verdicts)) > 1 or (low is not None and low < similarity_threshold):
-            disagreements.append(Disagreement(
-                cid, {who: {"status": a.status, "caption": texts.get(a.caption_id, ""), "reason": a.reason or ""}
-                      for who, a in people.items()}, low, catalog.get_review(cid)))
-    cohen = {}
-    for x, y in itertools.combinations(annotators, 2):
-        shared = [cid for cid, people in judged.items() if x in people and y in people]
-        a = [int(judged[c][x].status in ACCEPTING) for c in shared]
-        b = [int(judged[c][y].status in ACCEPTING) for c in shared]
-        cohen[f"{x} / {y}"] = (cohen_kappa(a, b), len(shared))
-    return Agreement(len(judged), annotators, fleiss_kappa(np.array(counts)) if counts else None, cohen,
-                     float(np.mean(sims_all)) if sims_all else None, disagreements)
-
+# -- overlap: lead resolution -------------------------------------------------------------------
 
 def resolve(catalog: Catalog, clip_id: int, lead: str, expected_version: int, *, take: str | None = None,
             text: str | None = None, status: str | None = None, reason: str | None = None) -> Saved:
@@ -635,102 +386,3 @@ def resolve(catalog: Catalog, clip_id: int, lead: str, expected_version: int, *,
     else:
         raise ValueError("choose whose decision to keep, or write the caption")
     return decide(catalog, decision, expected_version)
-
-
-# -- bulk actions ----------------------------------------------------------------------------------------
-
-BULK_ACTIONS = {
-    "accept": "Accept teacher captions at or above a confidence",
-    "reject": "Reject the clips matching the filter",
-    "reset": "Reset the clips matching the filter to pending",
-}
-
-
-@dataclass
-class BulkFilter:
-    text: str = ""                     # substring of file name or caption
-    source: str | None = None
-    status: str | None = None          # review status; bulk accept defaults to pending
-    min_confidence: float | None = None
-    max_confidence: float | None = None
-    teacher: str | None = None
-
-
-@dataclass
-class BulkPreview:
-    action: str
-    filter: BulkFilter
-    targets: list[tuple[int, int, int | None]]     # (clip id, review version seen, caption id)
-    sample: list[dict]                              # a few rows to show before applying
-
-    @property
-    def count(self) -> int:
-        return len(self.targets)
-
-
-@dataclass
-class BulkResult:
-    applied: int
-    conflicts: list[int]               # changed by somebody since the preview: left alone, listed
-    cancelled: bool = False
-
-    def summary(self, action: str) -> str:
-        text = f"{action}: {self.applied} clips saved"
-        if self.conflicts:
-            text += (f"; {len(self.conflicts)} changed by someone since the preview and were left alone "
-                     f"(clips {', '.join(map(str, self.conflicts[:20]))}{' …' if len(self.conflicts) > 20 else ''})")
-        return text + (" — cancelled" if self.cancelled else "")
-
-
-def preview_bulk(catalog: Catalog, action: str, flt: BulkFilter | None = None, sample_size: int = 10) -> BulkPreview:
-    """Which clips a bulk action would change, with the versions seen now (the apply checks them)."""
-    if action not in BULK_ACTIONS:
-        raise ValueError(f"unknown bulk action {action!r}")
-    flt = flt or BulkFilter()
-    status = flt.status or ("pending" if action == "accept" else None)
-    rows, _ = catalog.clip_rows(ClipQuery(text=flt.text, source=flt.source or None, status=status,
-                                          limit=10**9))
-    targets, sample = [], []
-    for row in rows:
-        cap = row.caption
-        conf = cap.confidence if cap else None
-        if action == "accept" and (cap is None or cap.origin != "teacher"):
-            continue
-        if action == "reset" and row.review.status == "pending":
-            continue
-        if action == "reject" and row.review.status == "rejected":
-            continue
-        if flt.teacher and (cap is None or cap.teacher != flt.teacher):
-            continue
-        if flt.min_confidence is not None and (conf is None or conf < flt.min_confidence):
-            continue
-        if flt.max_confidence is not None and (conf is None or conf > flt.max_confidence):
-            continue
-        targets.append((row.clip.id, row.review.version, cap.id if cap else None))
-        if len(sample) < sample_size:
-            sample.append({"clip": row.clip.id, "file": row.recording.original_name,
-                           "status": row.review.status, "confidence": conf, "caption": cap.text if cap else ""})
-    return BulkPreview(action, flt, targets, sample)
-
-
-def apply_bulk(catalog: Catalog, preview: BulkPreview, annotator: str, *, reason: str | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               cancel: threading.Event | None = None) -> BulkResult:
-    """Apply a previewed bulk action clip by clip; a clip changed since the preview is skipped and listed."""
-    if not annotator or not annotator.strip():
-        raise ValueError("say who you are (annotator name) before a bulk action")
-    status = {"accept": "accepted", "reject": "rejected", "reset": "pending"}[preview.action]
-    applied, conflicts = 0, []
-    for i, (clip_id, version, caption_id) in enumerate(preview.targets):
-        if cancel is not None and cancel.is_set():
-            return BulkResult(applied, conflicts, cancelled=True)
-        try:
-            catalog.save_review(clip_id, status=status, expected_version=version, annotator=annotator,
-                                caption_id=caption_id, reason=reason if preview.action == "reject" else None,
-                                action=f"bulk {preview.action}")
-            applied += 1
-        except ConflictError:
-            conflicts.append(clip_id)
-        if progress and (i % 50 == 0 or i == preview.count - 1):
-            progress(i + 1, preview.count)
-    return BulkResult(applied, conflicts)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 REVIEW_STATUSES = ("pending", "accepted", "edited", "rejected", "skipped")
+DECIDED = ("accepted", "edited", "rejected")          # a verdict was given
+ACCEPTING = ("accepted", "edited")                  # the clip keeps a caption
 
 RESTORE_HINT = "restore a backup with `python -m core restore BACKUP.zip NEW_FOLDER`"
 
