@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from core.store.files import write_bytes_atomic
+
 Progress = Callable[[float, str], None]
 
 CACHE_VERSION = 1                  # bump when the cached arrays change meaning
@@ -261,15 +263,12 @@ def _cache_key(model_id: str, ids: np.ndarray, emb: np.ndarray, text: np.ndarray
 
 
 def _save(path: Path, p: Projection) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     arrays = {"clip_ids": p.clip_ids, "coords": p.coords, "clusters": p.clusters, "total": np.int64(p.total)}
     if p.text_coords is not None:
         arrays["text_coords"] = p.text_coords
     np.savez(buffer, **arrays)
-    tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)      # atomic: a reader never sees half a file
+    write_bytes_atomic(path, buffer.getvalue(), suffix="")   # a reader never sees half a file; prune skips it
     prune_cache(path.parent)
 
 

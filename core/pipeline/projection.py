@@ -29,6 +29,7 @@ from core.pipeline.map_plots import (MAX_CATEGORIES, OTHER_VALUE, category_colou
                                      compare_figure, figure, write_html)
 from core.pipeline.map_table import (BUILTIN_FIELDS, CONTINUOUS_FIELDS, NONE_VALUE,  # noqa: F401  (re-exported)
                                      SendReport, clip_table, points_table, send_to_review)
+from core.store.files import atomic_write
 
 if TYPE_CHECKING:  # keep `import core.pipeline.projection` light: the student stack loads only when used
     from core.models.embedder import Embedder
@@ -172,10 +173,8 @@ def caption_embeddings(embedder: "Embedder", captions: Sequence[str], cache_dir:
     for i in wanted:
         out[i] = by_text[texts[i]]
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{threading.get_ident()}.tmp.npy")
-        np.save(tmp, out)
-        tmp.replace(path)
+        with atomic_write(path, suffix="") as tmp, open(tmp, "wb") as fh:   # no .npy: prune_cache skips it
+            np.save(fh, out)
         prune_cache(path.parent)
     return out
 

@@ -24,18 +24,20 @@ def megabytes(n_bytes: float) -> str:
 
 # -- atomic write-then-replace --------------------------------------------------------------------------
 
-def temp_beside(path: Path) -> Path:
-    """A temp name beside `path`, unique per process and thread, keeping its suffix (writers pick the
-    format from it) and holding `.tmp.` (backup, doctor and the library skip such files)."""
-    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{path.suffix}")
+def temp_beside(path: Path, suffix: str | None = None) -> Path:
+    """A temp name beside `path`, unique per process and thread, holding `.tmp` (backup, doctor and the
+    library skip such files) and ending in `suffix`: by default the target's, since writers pick the
+    format from it; "" keeps it out of a glob for the target's kind (a cache pruned meanwhile)."""
+    suffix = path.suffix if suffix is None else suffix
+    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{suffix}")
 
 
 @contextmanager
-def atomic_write(path: Path, tmp: Path | None = None) -> Iterator[Path]:
+def atomic_write(path: Path, tmp: Path | None = None, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path to write `path` through; when the block ends it replaces `path` in one rename,
-    when it raises the temp file is removed. `tmp` names the temp file (default: temp_beside)."""
+    when it raises the temp file is removed. `tmp` names the temp file (default: temp_beside(path, suffix))."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp or temp_beside(path)
+    tmp = tmp or temp_beside(path, suffix)
     try:
         yield tmp
         tmp.replace(path)
@@ -44,8 +46,8 @@ def atomic_write(path: Path, tmp: Path | None = None) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_write(path) as tmp:
+def write_bytes_atomic(path: Path, data: bytes, suffix: str | None = None) -> None:
+    with atomic_write(path, suffix=suffix) as tmp:
         tmp.write_bytes(data)
 
 
