@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from core.models.student import AudioFeatures, collate_features, extract_features, front_end_key
+from core.store.files import atomic_write
 from core.store.workspace import Workspace
 
 REVIEWED = ("accepted", "edited")
@@ -135,12 +136,10 @@ class FeatureCache:
 
     def save(self, key: str, feats: AudioFeatures) -> None:
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
         # logits stay float32 (they are the tagger's exact quantised values); the log-mel halves in size
         extra = {"emb": feats.emb.astype(np.float16)} if feats.emb is not None else {}
-        np.savez(tmp, logits=feats.logits.astype(np.float32), mel=feats.mel.astype(np.float16), **extra)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            np.savez(tmp, logits=feats.logits.astype(np.float32), mel=feats.mel.astype(np.float16), **extra)
 
 
 def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, quiet_gain: bool = False,
