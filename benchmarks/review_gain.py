@@ -91,11 +91,11 @@ class Scorer:
     def __call__(self, model) -> float:
         import torch
         from core.pipeline import metrics
-        from training.evaluate import DEFAULT_TEMPLATES, class_embeddings
+        from core.models.zero_shot import classifier
         model.eval()
         with torch.no_grad():
             emb = np.concatenate([model.forward_audio(**b).numpy() for b in self.batches])
-        cls = class_embeddings(model, self.classes, DEFAULT_TEMPLATES)
+        cls = classifier(model, self.classes)
         truth = [self.classes.index(lb) for lb in self.labels]
         return round(float(np.mean(metrics.zero_shot_predictions(emb, cls, truth) == np.asarray(truth))), 4)
 

@@ -25,8 +25,7 @@ from core.store import audio
 
 from core.pipeline import metrics
 from core.models.embedder import Embedder
-
-DEFAULT_TEMPLATES: tuple[str, ...] = ("the sound of {label}",)
+from core.models.zero_shot import DEFAULT_TEMPLATES, classifier, clean_label, prompt   # ev.* names tabs use
 QUERY_TEMPLATE = "the sound of {label}"           # the retrieval query when a folder has labels only
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".webm"}
 SUMMARY_KEYS = ("model", "data", "clips", "zero_shot_acc", "t2a_r1", "t2a_r5", "t2a_r10",
@@ -64,11 +63,6 @@ class EvalSet:
     @property
     def captioned(self) -> bool:
         return any(i.caption for i in self.items)
-
-
-def clean_label(label: str) -> str:
-    """`dog_bark` / `water-flowing` / ` dog  bark ` → `dog bark`, `water flowing`: prompts read like language."""
-    return re.sub(r"\s+", " ", re.sub(r"[_-]", " ", str(label))).strip()
 
 
 def _norm_caption(text: str) -> str:
@@ -206,16 +200,6 @@ def _round(x: float | None) -> float | None:
 
 
 # -- the evaluation ------------------------------------------------------------------------------
-def class_embeddings(model: Embedder, classes: Sequence[str], templates: Sequence[str]) -> np.ndarray:
-    """One L2-normalised text embedding per class: the mean over prompt templates."""
-    total = None
-    for template in templates:
-        emb = np.asarray(model.embed_text([template.format(label=c) for c in classes]), dtype=np.float64)
-        total = emb if total is None else total + emb
-    total /= np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
-    return total.astype(np.float32)
-
-
 def embed_items(model: Embedder, items: Sequence[EvalItem], *, batch_size: int = 32,
                 progress: Progress | None = None, cancel: threading.Event | None = None
                 ) -> tuple[np.ndarray, list[int], list[str]]:
@@ -269,7 +253,7 @@ def retrieval_queries(items: Sequence[EvalItem]) -> tuple[str, list[str], np.nda
     for j, k in enumerate(keys):
         if k:
             relevant[index[k], j] = True
-    queries = texts if kind == "captions" else [QUERY_TEMPLATE.format(label=t) for t in texts]
+    queries = texts if kind == "captions" else [prompt(t, QUERY_TEMPLATE) for t in texts]
     return kind, queries, relevant
 
 
@@ -341,8 +325,8 @@ def _fusion_report(model: Embedder, side, items: Sequence[EvalItem], emb: np.nda
     cap_emb, has = _caption_embeddings(side, items)
     zs_a = zs_c = None
     if with_label:
-        zs_a = emb[with_label].astype(np.float64) @ class_embeddings(model, classes, templates).T.astype(np.float64)
-        zs_c = cap_emb[with_label] @ class_embeddings(side, classes, templates).T.astype(np.float64)
+        zs_a = emb[with_label].astype(np.float64) @ classifier(model, classes, templates).T.astype(np.float64)
+        zs_c = cap_emb[with_label] @ classifier(side, classes, templates).T.astype(np.float64)
         zs_c[~has[with_label]] = np.nan                    # no caption: no caption evidence
     _, queries, relevant = retrieval_queries(items)
     t2a_a = np.asarray(model.embed_text(queries), np.float64) @ emb.T.astype(np.float64)
@@ -383,7 +367,7 @@ def evaluate(model: Embedder, data: EvalSet | str | Path, *, name: str | None = 
     if with_label:
         classes = sorted({items[j].label for j in with_label})
         truth = [classes.index(items[j].label) for j in with_label]
-        acc, per_class, cm = zero_shot(emb[with_label], class_embeddings(model, classes, templates), truth, classes)
+        acc, per_class, cm = zero_shot(emb[with_label], classifier(model, classes, templates), truth, classes)
         result["zero_shot_acc"], confusion = acc, cm.tolist()
     if items:
         kind, queries, relevant = retrieval_queries(items)
@@ -424,19 +408,13 @@ def resolve_model(name: str, ws=None, device: str | None = None) -> Embedder:
         return getattr(importlib.import_module(module), attr)()
     from core.models.registry import get_embedder
     from core.store.settings import resolve_device
-    try:
-        return get_embedder(name, ws=ws, device=device or resolve_device("auto"))
-    except KeyError as exc:       # unknown id: say what would have worked
-        raise ValueError(f"unknown model {name!r} ({exc.args[0] if exc.args else exc}); "
-                         f"try one of {', '.join(available_models(ws))} or a checkpoint folder") from None
+    return get_embedder(name, ws=ws, device=device or resolve_device("auto"))     # else ModelUnavailable
 
 
 def available_models(ws=None) -> list[str]:
     """What the Evaluate tab offers: the built-ins, then the workspace's registered models."""
-    names = list(BUILTIN_MODELS)
-    if ws is not None:
-        names += [m.id for m in ws.catalog.models() if m.id not in names]
-    return names
+    from core.models.registry import choices
+    return choices(ws, *BUILTIN_MODELS, shipped=False)
 
 
 def record(ws, result: EvalResult):

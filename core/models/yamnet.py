@@ -242,13 +242,15 @@ def _extracted_model() -> Path:
     return target
 
 
-_shared: YamnetTagger | None = None
-_shared_lock = threading.Lock()
+_shared_lock = threading.Lock()     # one load even when two threads ask first
 
 
 def get_tagger() -> YamnetTagger:
-    global _shared
+    """The process's one tagger, loaded on first use."""
     with _shared_lock:
-        if _shared is None:
-            _shared = YamnetTagger()
-        return _shared
+        return _shared_tagger()
+
+
+@lru_cache(maxsize=1)
+def _shared_tagger() -> YamnetTagger:
+    return YamnetTagger()

@@ -31,10 +31,11 @@ import numpy as np
 from core.store import audio
 
 from core.pipeline import fusion, index
+from core.models import zero_shot
 from core.models.embedder import Embedder
+from core.models.zero_shot import DEFAULT_TEMPLATES
 from core.store.workspace import Workspace
 
-DEFAULT_TEMPLATES = ("the sound of {label}",)
 DEFAULT_SCALE = 100.0              # CLIP's logit scale; used when the model carries no temperature
 HYBRID_POOL = 50                   # candidates per store before fusion (grows with the page asked for)
 
@@ -400,21 +401,6 @@ def parse_templates(text: str | Sequence[str] | None) -> list[str]:
     return out or list(DEFAULT_TEMPLATES)
 
 
-def _fill(template: str, label: str) -> str:
-    if "{label}" in template:
-        return template.replace("{label}", label)
-    if "{}" in template:
-        return template.replace("{}", label)
-    return f"{template} {label}".strip()
-
-
-def label_vectors(embedder: Embedder, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
-    """[L, dim]: each label's prompts embedded, averaged over templates, re-normalised (CLIP's ensembling)."""
-    prompts = [_fill(t, label) for label in labels for t in templates]
-    vecs = np.asarray(embedder.embed_text(prompts), np.float32).reshape(len(labels), len(templates), -1).mean(axis=1)
-    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-
-
 def model_scale(embedder: Embedder) -> float | None:
     """The model's own softmax scale: exp(`logit_scale`) as in CLIP (log-space, capped at 100),
     or 1 / `temperature`; None when the model has neither."""
@@ -446,7 +432,7 @@ def classify(ws: Workspace, embedder: Embedder, labels: str | Sequence[str], *, 
         vector = embed_query_audio(ws, embedder, source)
     else:
         raise ValueError("choose a clip or give audio to classify")
-    sims = label_vectors(embedder, labels, templates) @ vector
+    sims = zero_shot.classifier(embedder, labels, templates) @ vector
     scale = float(scale or model_scale(embedder) or DEFAULT_SCALE)
     logits = scale * sims
     probs = np.exp(logits - logits.max())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -47,13 +48,15 @@ class SpeechTranscriber:
         return Transcript(text=words, confidence=float(np.exp(logprob)), no_speech=no_speech)
 
 
-_shared: SpeechTranscriber | None = None
-_lock = threading.Lock()
+_lock = threading.Lock()     # one load even when two threads ask first
 
 
 def get_transcriber() -> SpeechTranscriber:
-    global _shared
+    """The process's one transcriber, loaded on first use."""
     with _lock:
-        if _shared is None:
-            _shared = SpeechTranscriber()
-        return _shared
+        return _shared_transcriber()
+
+
+@lru_cache(maxsize=1)
+def _shared_transcriber() -> SpeechTranscriber:
+    return SpeechTranscriber()

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from core.store.settings import Settings, load_settings
+from core.models.gpu import gpu
 from core.models.teachers.base import SAMPLE_RATE, Teacher, TeacherOutput
 
 DEFAULT_PROMPT = ("Describe this sound in one short sentence for a sound-search index: what makes the sound, "
@@ -122,14 +123,24 @@ class TransformersTeacher(Teacher):
         if "input_features" in batch and model.dtype in (torch.float16, torch.bfloat16):
             batch["input_features"] = batch["input_features"].to(model.dtype)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        with self._lock, torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                 return_dict_in_generate=True, output_scores=True,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        with self._lock:
+            out = generate(model, batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                           return_dict_in_generate=True, output_scores=True,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         new_tokens = out.sequences[:, batch["input_ids"].shape[1]:]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         confidences = _mean_token_probability(out.scores, new_tokens, tokenizer.pad_token_id)
         return [self.output(clean_caption(t), confidence=c, extra={"raw": t}) for t, c in zip(texts, confidences)]
+
+
+@gpu(duration=120)
+def generate(model, batch, **options):
+    """`model.generate` on a ZeroGPU slice on Spaces (core.models.gpu), as is elsewhere. A plain function of
+    the model and the batch, not a method: ZeroGPU runs it in a worker and passes it the arguments."""
+    import torch
+
+    with torch.inference_mode():
+        return model.generate(**batch, **options)
 
 
 def model_class(model_type: str):
