@@ -29,6 +29,8 @@ import torch
 from core.pipeline.metrics import retrieval_report, zero_shot_accuracy
 from core.store.settings import ASSETS, resolve_device
 from core.models.student import Student, StudentConfig, collate_features
+from core.models import zero_shot
+from core.models.zero_shot import prompt as label_prompt   # a label as a caption says it
 from core.store.workspace import Workspace
 from training import data as D
 from training.anchor import Anchor
@@ -171,10 +173,6 @@ def pick_precision(cfg: TrainConfig, device: str) -> str:
 
 
 # -- validation ----------------------------------------------------------------------------------------
-def label_prompt(label: str) -> str:
-    return f"the sound of {label.replace('_', ' ').replace('-', ' ').strip().lower()}"
-
-
 @torch.no_grad()
 def evaluate(model: Student, val: D.PairDataset, loss_fn, batch_size: int = 256) -> dict:
     """Validation loss, R@1/5/10 both ways (a caption matches every clip with the same caption),
@@ -203,7 +201,7 @@ def evaluate(model: Student, val: D.PairDataset, loss_fn, batch_size: int = 256)
     labels = [p.label for p in val.pairs]
     if all(labels) and len(set(labels)) >= 2:
         classes = sorted(set(labels))
-        class_emb = model.embed_text([label_prompt(c) for c in classes])
+        class_emb = zero_shot.classifier(model, classes)
         out["val_zero_shot"] = zero_shot_accuracy(audio, class_emb, [classes.index(lb) for lb in labels])
     model.train()
     return out

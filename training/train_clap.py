@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.models import clap_student, combine_student
+from core.models import clap_student, combine_student, zero_shot
 from core.models.clap_student import DEFAULT_REPO, ClapStudent
 from core.pipeline.metrics import retrieval_report, zero_shot_accuracy
 from training import data as D
@@ -277,7 +277,6 @@ def validate(student, pairs, paths) -> dict:
     hard-target InfoNCE loss, and zero-shot accuracy when the clips carry labels."""
     if not pairs:
         return {}
-    from training.train import label_prompt
     audio = student.embed_audio([np.load(p).astype(np.float32) for p in paths])
     text = student.embed_text([p.caption for p in pairs])
     captions = [p.caption for p in pairs]
@@ -292,7 +291,7 @@ def validate(student, pairs, paths) -> dict:
     labels = [p.label for p in pairs]
     if all(labels) and len(set(labels)) >= 2:
         classes = sorted(set(labels))
-        class_emb = student.embed_text([label_prompt(c) for c in classes])
+        class_emb = zero_shot.classifier(student, classes)
         out["val_zero_shot"] = zero_shot_accuracy(audio, class_emb, [classes.index(lb) for lb in labels])
     return out
 
