@@ -24,14 +24,11 @@ from torch import nn
 from core.models.pretrained import (CARD_NAME, CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES,  # noqa: F401 - re-exported
                                      WEIGHTS_NAME, PretrainedStudent, card_sections, crop_waves, file_digest,
                                      quiet_transformers, state_digest)
+from core.models.registry import ModelUnavailable   # re-exported: the one "model missing" error
 
 KIND = "clap"
 DEFAULT_REPO = "laion/clap-htsat-unfused"
 MAX_TEXT_TOKENS = 77
-
-
-class ModelUnavailable(RuntimeError):
-    """The model's weights are not on this machine; the message says what to download and where."""
 
 
 # -- finding the weights ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ sentence-transformers text model joined by trained projections (issue 17).
 A checkpoint folder: `config.json` (`"kind": "combine"`, model_id, the `hearsay` block), `model.safetensors`
 (projections + temperature), `audio/` (the encoder and its feature extractor, Hugging Face format),
 `text/` (the sentence-transformers model), `README.md`. Nothing is downloaded: a missing model raises
-core.models.clap_student.ModelUnavailable naming what to fetch.
+core.models.registry.ModelUnavailable naming what to fetch.
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.models.clap_student import ModelUnavailable, locate
+from core.models.clap_student import locate
 from core.models.pretrained import (CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES, WEIGHTS_NAME, PretrainedStudent,
                                     card_sections, crop_waves, file_digest, quiet_transformers, state_digest)
+from core.models.registry import ModelUnavailable
 
 KIND = "combine"
 MINILM = "minilm"                          # the packaged sentence encoder (core.models.text_encoder)
