@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 
 from core.store.catalog import MIGRATIONS
-from core.store.files import atomic_write, extract_entries, plan_zip
+from core.store.files import atomic_write, extract_entries, is_temp, plan_zip
 from core.store.workspace import Workspace
 
 SKIP = {"cache", "catalog.db", "catalog.db-wal", "catalog.db-shm"}
@@ -73,7 +73,7 @@ def _files_to_back_up(ws: Workspace, include_chroma: bool) -> list[tuple[Path, s
     files = []
     for path in sorted(ws.root.rglob("*")):
         rel = path.relative_to(ws.root)
-        if rel.parts[0] in skip or ".tmp." in path.name or path.name.endswith(PARTIAL) or not path.is_file():
+        if rel.parts[0] in skip or is_temp(path) or path.name.endswith(PARTIAL) or not path.is_file():
             continue
         files.append((path, rel.as_posix(), path.stat().st_size))
     return files

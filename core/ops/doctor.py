@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.store.catalog import RESTORE_HINT, CatalogUnusable
+from core.store.files import TEMP_MARK, is_temp
 from core.store.processes import pid_alive
 from core.store.workspace import Workspace
 
@@ -94,7 +95,7 @@ def _check_catalogue(ws: Workspace, report: DoctorReport, repair: bool) -> None:
 
     _check_orphans(ws, report, repair)
 
-    temps = [p for p in ws.root.rglob("*.tmp.*") if p.is_file()]
+    temps = [p for p in ws.root.rglob(f"*{TEMP_MARK}*") if p.is_file()]
     finding = report.add("temp files", not temps, f"{len(temps)} half-written temp file(s)" if temps else "none")
     if temps and repair:
         for p in temps:
@@ -122,7 +123,7 @@ def _check_catalogue(ws: Workspace, report: DoctorReport, repair: bool) -> None:
 
 def _check_orphans(ws: Workspace, report: DoctorReport, repair: bool) -> None:
     referenced = _referenced_audio(ws)
-    stored = [p for p in ws.audio_dir.rglob("*.flac") if ".tmp." not in p.name]
+    stored = [p for p in ws.audio_dir.rglob("*.flac") if not is_temp(p)]
     orphans = [p for p in stored if p not in referenced]
     finding = report.add("orphan audio", not orphans,
                          f"{len(orphans)} audio file(s) no recording points at" if orphans else "none")

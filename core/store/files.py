@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
+TEMP_MARK = ".tmp."
 ZIP_MAX_RATIO = 20        # a zip may unpack to 20× its size: audio barely compresses, zip bombs reach 1000×
 _DRIVE = re.compile(r"^[A-Za-z]:")      # C:foo / C:\foo: absolute (or drive-relative) on Windows
 
@@ -25,11 +26,16 @@ def megabytes(n_bytes: float) -> str:
 # -- atomic write-then-replace --------------------------------------------------------------------------
 
 def temp_beside(path: Path, suffix: str | None = None) -> Path:
-    """A temp name beside `path`, unique per process and thread, holding `.tmp` (backup, doctor and the
-    library skip such files) and ending in `suffix`: by default the target's, since writers pick the
-    format from it; "" keeps it out of a glob for the target's kind (a cache pruned meanwhile)."""
+    """A temp name beside `path`, unique per process and thread, marked `.tmp.` (is_temp: backup, doctor
+    and the library skip such files) and ending in `suffix`: by default the target's, since writers pick
+    the format from it; "" keeps it out of a glob for the target's kind (a cache pruned meanwhile)."""
     suffix = path.suffix if suffix is None else suffix
-    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{suffix}")
+    return path.with_name(f"{path.stem}{TEMP_MARK}{os.getpid()}-{threading.get_ident()}{suffix}")
+
+
+def is_temp(path: Path) -> bool:
+    """A half-written file (temp_beside), never data."""
+    return TEMP_MARK in path.name
 
 
 @contextmanager

@@ -13,8 +13,15 @@ import numpy as np
 
 from core.store import audio
 from core.store.catalog import RESTORE_HINT, Catalog, CatalogLost, Clip, Recording
-from core.store.files import atomic_write
+from core.store.files import atomic_write, is_temp
 from core.store.settings import Settings, load_settings
+
+FOLDERS = ("audio", "models", "runs", "cache", "chroma")
+
+
+def _folder(name: str) -> property:
+    """A Workspace attribute for one of its FOLDERS."""
+    return property(lambda self: self.root / name, doc=f"the workspace's {name}/ folder")
 
 
 class Workspace:
@@ -22,7 +29,7 @@ class Workspace:
         self.settings = settings or load_settings()
         self.root = Path(root if root is not None else self.settings.workspace).expanduser().resolve()
         self._refuse_lost_catalogue()
-        for sub in ("audio", "models", "runs", "cache", "chroma"):
+        for sub in FOLDERS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def _refuse_lost_catalogue(self) -> None:
@@ -31,7 +38,7 @@ class Workspace:
         db = self.root / "catalog.db"
         if db.exists() and db.stat().st_size > 0:
             return
-        stored = sum(1 for p in self.audio_dir.rglob("*.flac") if ".tmp." not in p.name)
+        stored = sum(1 for p in self.audio_dir.rglob("*.flac") if not is_temp(p))
         if stored:
             state = "is empty" if db.exists() else "is missing"
             raise CatalogLost(f"{db} {state} but {self.audio_dir} holds {stored} audio file(s): "
@@ -41,25 +48,11 @@ class Workspace:
     def catalog(self) -> Catalog:
         return Catalog(self.root / "catalog.db")
 
-    @property
-    def audio_dir(self) -> Path:
-        return self.root / "audio"
-
-    @property
-    def chroma_dir(self) -> Path:
-        return self.root / "chroma"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.root / "cache"
+    audio_dir = _folder("audio")
+    chroma_dir = _folder("chroma")
+    models_dir = _folder("models")
+    runs_dir = _folder("runs")
+    cache_dir = _folder("cache")
 
     def audio_path(self, sha256: str) -> Path:
         return self.audio_dir / sha256[:2] / f"{sha256}.flac"
