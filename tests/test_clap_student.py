@@ -220,7 +220,7 @@ def test_student_kinds_are_checked():
 def test_cli_student_flag_reaches_the_config():
     import argparse
 
-    from training import cli_train
+    from core.cli import train as cli_train
     parser = argparse.ArgumentParser()
     cli_train.register(parser.add_subparsers())
     args = parser.parse_args(["train", "--student", "clap:some/repo", "--freeze-audio-layers", "2", "--lora-rank", "8",

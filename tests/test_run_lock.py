@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from training import cli_train, jobs
+from core.cli import train as cli_train
+from training import jobs
 
 
 def test_a_second_resume_of_a_live_run_is_refused(ws, capsys):

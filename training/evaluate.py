@@ -460,10 +460,3 @@ def history(ws) -> list[dict]:
         row.update({k: e.metrics.get(k) for k in ("clips", *METRIC_KEYS)})
         rows.append(row)
     return rows
-
-
-if __name__ == "__main__":   # `python -m training.evaluate ...` == `python -m training evaluate ...`
-    import sys
-
-    from training.cli_evaluate import main
-    sys.exit(main())

@@ -1,18 +1,10 @@
-"""Export a student to ONNX and prove it agrees with PyTorch.
-
-    python -m training export-onnx --model shipped|ID|PATH [--out DIR] [--opset 17] [--clips DIR]
-
-Writes the files core/models/onnx_student.py reads (default: `<checkpoint>/onnx/`), then embeds real clips
-and captions with both runtimes and prints their cosine agreement. `onnx_config.json`, the file
-that makes the app serve the export, is written only when every clip and every text agrees to
-cosine ≥ 0.999 (the `--min-cosine`).
+"""Export a student to ONNX and prove it agrees with PyTorch: the files core/models/onnx_student.py reads,
+then real clips and captions embedded with both runtimes (`python -m core export-onnx`, core/cli/export_onnx.py).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -191,39 +183,3 @@ def demo_texts(folder: str | Path | None = None) -> list[str]:
                 if text and text not in texts:
                     texts.append(text)
     return texts
-
-
-# -- CLI --------------------------------------------------------------------------------------------------
-def register(sub) -> None:
-    p = sub.add_parser("export-onnx", help="export a student's audio and text towers to ONNX and verify them",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="shipped", help="'shipped', a workspace model id, or a checkpoint folder")
-    p.add_argument("--out", help="output folder (default: <checkpoint>/onnx, where the app looks for it)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--clips", help="a folder of real clips to verify on (default: assets/demo)")
-    p.add_argument("--min-cosine", type=float, default=MIN_COSINE)
-    p.add_argument("--workspace", default=argparse.SUPPRESS, help="workspace folder (for model ids)")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the report")
-    p.set_defaults(func=cmd_export)
-
-
-def cmd_export(args) -> int:
-    from core.models import registry as models
-    from core.models.student import Student
-    from training.cli_evaluate import _workspace
-    ws = _workspace(args, needed=False)     # model ids live in a workspace; never create one here
-    try:
-        folder = models.resolve_path(args.model, ws)
-        if models.checkpoint_kind(folder) != "embedded":     # clap / combine students: not exportable yet
-            raise ValueError(f"{args.model} is a {models.checkpoint_kind(folder)} student; ONNX export covers "
-                             "the embedded student only (the clap and combine kinds serve with PyTorch)")
-        student = Student.load(folder)
-        report = export(student, args.out or ox.export_dir(folder), opset=args.opset,
-                        waves=demo_waves(args.clips), texts=demo_texts(args.clips), min_cosine=args.min_cosine)
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    if args.json:
-        print(json.dumps(asdict(report) | {"ok": report.ok}))
-    return 0 if report.ok else 1

@@ -24,7 +24,8 @@ from core.store.catalog import Run
 from core.store.processes import pid_alive   # also what callers of training.jobs.pid_alive get
 from core.store.settings import ROOT, resolve_device
 from core.store.workspace import Workspace
-from training.train import STATE_NAME, TrainConfig, register_checkpoint
+from training.loop import STATE_NAME, register_checkpoint
+from training.train import TrainConfig
 
 LOG_NAME, METRICS_NAME, LOCK_NAME = "log.txt", "metrics.jsonl", "run.lock"
 _procs: dict[int, subprocess.Popen] = {}       # run id → child, for runs this process started
@@ -32,7 +33,7 @@ _lock = threading.Lock()
 
 
 def run_dir(ws: Workspace, run_id: int) -> Path:
-    return ws.runs_dir / f"run-{run_id:04d}"
+    return ws.run_dir(run_id)
 
 
 def launch(ws: Workspace, config: dict | TrainConfig) -> Run:
@@ -61,8 +62,8 @@ def _spawn(ws: Workspace, run_id: int, extra: list[str]) -> Run:
     folder = run_dir(ws, run_id)
     cmd = [sys.executable, "-m", "training", "train", "--workspace", str(ws.root), "--run-dir", str(folder),
            "--run-id", str(run_id), *extra]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # `python -m` from the repository root finds core/ and training/ there (pyproject.toml): no PYTHONPATH
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = open(folder / LOG_NAME, "ab")
     log.write(f"$ {' '.join(cmd)}\n".encode())
     log.flush()

@@ -10,44 +10,27 @@
 row, metrics.jsonl, last/ + best/ checkpoints, resume, registration and losses (InfoNCE / soft, with
 negatives gathered across processes). What differs: the model sees raw audio (16 kHz clips cached on disk
 as float16, cropped at random to the model's window each epoch) instead of cached tagger features, and
-these options (`TrainConfig.backbone_options`, or the CLI flags named in cli_train):
+these options (`TrainConfig.backbone_options`, or the flags of core/cli/train.py):
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.models import clap_student, combine_student, zero_shot
-from core.models.clap_student import DEFAULT_REPO, ClapStudent
+from core.models.clap_student import ClapStudent
 from core.pipeline.metrics import retrieval_report, zero_shot_accuracy
+from core.store.files import atomic_write
 from training import data as D
+from training.config import ClapOptions, parse_backbone
+from training.loop import TrainState, fit, load_state, prepare, say, split_pairs
 from training.losses import make_loss
 
 KINDS = ("embedded", "clap", "combine")
-
-
-def parse_backbone(spec: str | None) -> tuple[str, str]:
-    """`embedded` | `clap[:<repo-or-folder-or-model-id>]` | `combine:<audio>[+<text>]` → (kind, id)."""
-    kind, _, ident = (spec or "embedded").strip().partition(":")
-    if kind == "embedded" and not ident:
-        return kind, ""
-    if kind == "clap":
-        return kind, ident.strip() or DEFAULT_REPO
-    if kind == "combine" and ident.strip():
-        combine_student.parse(ident)
-        return kind, ident.strip()
-    raise ValueError(f"unknown student {spec!r}: use 'embedded', 'clap:<hub id or folder>' (e.g. clap:{DEFAULT_REPO}) "
-                     f"or 'combine:<audio encoder>+<sentence-transformers model>' "
-                     f"(e.g. combine:{combine_student.EXAMPLE}+{combine_student.MINILM})")
 
 
 def load_student(kind: str, source: str, ws=None, checkpoint: Path | None = None):
@@ -56,27 +39,6 @@ def load_student(kind: str, source: str, ws=None, checkpoint: Path | None = None
         return ClapStudent.load(checkpoint) if checkpoint else ClapStudent.from_pretrained(source, ws)
     cls = combine_student.CombineStudent
     return cls.load(checkpoint) if checkpoint else cls.from_sources(*combine_student.parse(source), ws=ws)
-
-
-@dataclass
-class ClapOptions:
-    lr: float = 1e-5                       # both encoder towers (with LoRA: the adapters, try 1e-4)
-    head_lr: float = 1e-4                  # projections and temperature
-    freeze_audio_layers: int = 0           # bottom N HTSAT stages (+ patch embedding) stay fixed; -1: whole tower
-    freeze_text_layers: int = 0            # bottom N RoBERTa layers (+ embeddings) stay fixed; -1: whole tower
-    lora_rank: int = 0                     # > 0: LoRA adapters on the attention layers (needs peft) instead
-    lora_alpha: float = 16.0               # of fine-tuning the towers' weights themselves
-    gradient_checkpointing: bool = True    # CUDA only: recompute activations to fit bigger batches
-    num_workers: int = -1                  # DataLoader workers (-1: 4 on CUDA, 0 on CPU)
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "ClapOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values or {}) - known
-        if unknown:
-            raise ValueError(f"unknown CLAP option(s): {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(sorted(known))})")
-        return cls(**(values or {}))
 
 
 # -- the model's trainable parts -----------------------------------------------------------------------
@@ -210,10 +172,8 @@ class WaveCache:
                 raise InterruptedError("stopped while reading clips")
             if progress and n % 64 == 0:
                 progress(n, len(todo), "reading clips")
-            paths[i].parent.mkdir(parents=True, exist_ok=True)
-            tmp = paths[i].with_suffix(".tmp.npy")
-            np.save(tmp, np.asarray(ws.load_clip(pairs[i].clip_id), np.float16))
-            tmp.replace(paths[i])
+            with atomic_write(paths[i]) as tmp:
+                np.save(tmp, np.asarray(ws.load_clip(pairs[i].clip_id), np.float16))
         return paths
 
 
@@ -304,42 +264,49 @@ def _soft_ce(logits: np.ndarray, target: np.ndarray) -> float:
 
 # -- the run -------------------------------------------------------------------------------------------
 def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, should_stop, started):
-    """training/train.py `_train`'s counterpart for the clap and combine backbones; returns a train.TrainResult."""
-    from training import train as T
-    main = accelerator.is_main_process
-    kind, source = parse_backbone(cfg.backbone)
-    opts = ClapOptions.from_dict(cfg.backbone_options)
+    """training/train.py `_train`'s counterpart for the clap and combine backbones; returns a loop.TrainResult."""
+    return fit(prepare_clap(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, started))
+
+
+def prepare_student(cfg, accelerator, run_id, ws, checkpoint: Path | None, kind: str, source: str,
+                    opts: ClapOptions):
+    """The pretrained student (or a resumed run's `checkpoint`) with its frozen layers, LoRA and
+    gradient checkpointing in place."""
     cuda = accelerator.device.type == "cuda"
-    state = T._load_state(run_dir) if resume else None
-    student = load_student(kind, source, ws, run_dir / "last" if state else None)
+    student = load_student(kind, source, ws, checkpoint)
     student.name = cfg.name if cfg.name != "hearsay-student" else f"hearsay-{kind}"
-    student.meta["base_model"] = student.meta.get("base_model") if state else source
+    student.meta["base_model"] = student.meta.get("base_model") if checkpoint else source
     freeze_layers(student, opts.freeze_audio_layers, opts.freeze_text_layers)
     if opts.lora_rank > 0:
         add_lora(student, opts.lora_rank, opts.lora_alpha)
     checkpointed = enable_checkpointing(student) if cuda and opts.gradient_checkpointing else 0
     student.train()
-    if main:
+    if accelerator.is_main_process:
         trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
         total = sum(p.numel() for p in student.parameters())
-        T.say(f"run {run_id}: {kind} student from {source}: {trainable:,} of {total:,} parameters train"
-              + (f", LoRA rank {opts.lora_rank}" if opts.lora_rank else "")
-              + (f", gradient checkpointing on {checkpointed} layers" if checkpointed else "")
-              + f"; device {accelerator.device}, precision {accelerator.mixed_precision}, "
-                f"{accelerator.num_processes} process(es)")
+        say(f"run {run_id}: {kind} student from {source}: {trainable:,} of {total:,} parameters train"
+            + (f", LoRA rank {opts.lora_rank}" if opts.lora_rank else "")
+            + (f", gradient checkpointing on {checkpointed} layers" if checkpointed else "")
+            + f"; device {accelerator.device}, precision {accelerator.mixed_precision}, "
+              f"{accelerator.num_processes} process(es)")
+    return student
+
+
+def prepare_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, should_stop, started):
+    """The student, the wave cache of every pair, the loader and the loss; then loop.prepare."""
+    main = accelerator.is_main_process
+    kind, source = parse_backbone(cfg.backbone)
+    opts = ClapOptions.from_dict(cfg.backbone_options)
+    cuda = accelerator.device.type == "cuda"
+    saved = load_state(run_dir) if resume else None
+    student = prepare_student(cfg, accelerator, run_id, ws, run_dir / "last" if saved else None, kind, source, opts)
 
     kwargs = dict(unreviewed_weight=cfg.unreviewed_weight, import_weight=cfg.import_weight,
                   sources=cfg.sources or None, min_confidence=cfg.min_confidence)
     if getattr(cfg, "teacher_replay", 0):
         kwargs["teacher_replay"] = cfg.teacher_replay
-    pairs = D.collect_pairs(ws, **kwargs)
-    train_pairs, val_pairs = D.split_by_recording(pairs, cfg.val_fraction, cfg.seed)
-    if len(train_pairs) < 2:
-        raise ValueError(f"only {len(train_pairs)} training pair(s): caption and review some clips first")
-    if main:
-        T.say(f"{len(train_pairs)} training pairs, {len(val_pairs)} validation pairs "
-              f"({len({p.recording_id for p in val_pairs})} held-out recordings)")
-    progress = (lambda d, t, m: T.say(f"{m}: {d}/{t}")) if main else None
+    train_pairs, val_pairs = split_pairs(ws, cfg, D.collect_pairs(ws, **kwargs), main)
+    progress = (lambda d, t, m: say(f"{m}: {d}/{t}")) if main else None
     cache = WaveCache(ws.cache_dir / "waves-16k")
     with accelerator.main_process_first():
         paths = cache.fill(ws, train_pairs + val_pairs, progress=progress, should_stop=should_stop)
@@ -353,99 +320,41 @@ def train_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool, s
                                          pin_memory=cuda)
     unused = freeze_unused(student, loader.collate_fn([train_ds[i] for i in range(batch_size)]), cfg)
     if main and unused:
-        T.say(f"{len(unused)} parameter(s) get no gradient and stay fixed: {', '.join(unused[:4])}"
-              + (" ..." if len(unused) > 4 else ""))
-    optimizer = torch.optim.AdamW(param_groups(student, opts, cfg.weight_decay))
-    steps_per_epoch = max(1, math.ceil(len(loader) / cfg.grad_accum))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, T.lr_lambda(cfg.warmup_steps, steps_per_epoch * cfg.epochs))
+        say(f"{len(unused)} parameter(s) get no gradient and stay fixed: {', '.join(unused[:4])}"
+            + (" ..." if len(unused) > 4 else ""))
     loss_fn = make_loss(cfg.loss, cfg.beta, cfg.distill)
-    start_epoch, step, best, bad = 0, 0, {}, 0
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, step, best, bad = state["epoch"], state["step"], json.loads(state["best"]), state["bad_epochs"]
-        if main:
-            T.say(f"resuming after epoch {start_epoch}")
-    model, optimizer, loader, scheduler = accelerator.prepare(student, optimizer, loader, scheduler)
-    raw: ClapStudent = accelerator.unwrap_model(model)
 
-    status, epoch_times, completed = "finished", [], start_epoch
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
+    def compute_loss(state: TrainState, batch: dict) -> torch.Tensor:
+        audio, text, logit_scale = state.model(**batch["inputs"])
+        return loss_fn(audio, text, logit_scale, batch.get("text_base"), batch["weight"])
+
+    def begin_epoch(epoch: int) -> None:
         train_ds.epoch = epoch
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        running, seen = 0.0, 0
-        for batch in loader:
-            if should_stop():
-                status = "cancelled"
-                break
-            with accelerator.accumulate(model):
-                audio, text, logit_scale = model(**batch["inputs"])
-                loss = loss_fn(audio, text, logit_scale, batch.get("text_base"), batch["weight"])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            with torch.no_grad():
-                raw.logit_scale.clamp_(0, math.log(100))
-            running += float(loss.detach()) * len(batch["weight"])
-            seen += len(batch["weight"])
-            if accelerator.sync_gradients:
-                step += 1
-                if main and step % cfg.log_every == 0:
-                    log.write({"kind": "train", "epoch": epoch + 1, "step": step, "loss": float(loss.detach()),
-                               "lr": scheduler.get_last_lr()[0], "temperature": float(1 / raw.logit_scale.detach().exp()),
-                               "elapsed": time.time() - started})
-        if status == "cancelled":
-            break
-        epoch_times.append(time.time() - t0)
-        row = {"kind": "epoch", "epoch": epoch + 1, "step": step, "loss": running / max(1, seen),
-               "lr": scheduler.get_last_lr()[0], "temperature": float(1 / raw.logit_scale.detach().exp()),
-               "epoch_seconds": epoch_times[-1], "elapsed": time.time() - started,
-               "clips_per_second": seen * accelerator.num_processes / max(1e-9, epoch_times[-1]),
-               "eta": float(np.mean(epoch_times)) * (cfg.epochs - epoch - 1)}
-        if cuda:
-            row["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        else:
-            import resource
-            row["peak_memory_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)   # KiB
-        accelerator.wait_for_everyone()
-        if main:
-            row.update(validate(raw, val_pairs, paths[n:]))
-            improved = cfg.keep == "last" or not best or not val_pairs \
-                or row.get("val_recall_mean", 0.0) > best.get("val_recall_mean", 0.0)
-            bad = 0 if improved else bad + 1
-            if improved:
-                best = {k: v for k, v in row.items() if k.startswith("val_") or k in ("epoch", "loss")}
-            card = T._card(cfg, train_pairs, val_pairs, best, epoch + 1)
-            card["training"].update({"student": f"{kind}:{source}", "learning rates": f"{opts.lr} / {opts.head_lr}",
-                                     "options": {k: v for k, v in dataclasses.asdict(opts).items()}})
-            T._save_last(raw, card, run_dir, optimizer, scheduler, epoch + 1, step, best, bad)
-            if improved:
-                shutil.copytree(run_dir / "last", run_dir / "best.tmp", dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns(T.STATE_NAME))
-                T._swap(run_dir / "best.tmp", run_dir / "best")
-            log.write(row)
-            T.say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}"
-                  + (f", val R@1 t2a {row['val_t2a_r1']:.3f}" if "val_t2a_r1" in row else "")
-                  + (f", zero-shot {row['val_zero_shot']:.3f}" if "val_zero_shot" in row else "")
-                  + f" ({epoch_times[-1]:.1f} s, {row['clips_per_second']:.1f} clips/s, peak "
-                  + (f"GPU memory {row['peak_gpu_memory_gb']} GB)" if cuda else f"memory {row['peak_memory_gb']} GB)"))
-        completed = epoch + 1
-        bad = T._broadcast(bad, accelerator)
-        if cfg.patience and bad >= cfg.patience:
-            if main:
-                T.say(f"early stop: no validation gain for {bad} epochs")
-            break
-    accelerator.wait_for_everyone()
-    result = T.TrainResult(run_id, run_dir, status, completed, best)
-    if main and (run_dir / "best" / "config.json").exists() and status == "finished":
-        result.model_id, result.model_path = T.register_checkpoint(ws, run_dir / "best", run_id, best)
-        T.say(f"registered {result.model_id}")
-    return result
+
+    state = TrainState(ws, cfg, accelerator, run_id, run_dir, log, should_stop, started, train_pairs, val_pairs,
+                       compute_loss=compute_loss, validate=lambda raw: validate(raw, val_pairs, paths[n:]),
+                       begin_epoch=begin_epoch, epoch_extras=lambda seen, seconds: _usage(accelerator, seen, seconds),
+                       describe=_describe_usage, lr_group=0,
+                       card_training={"student": f"{kind}:{source}", "learning rates": f"{opts.lr} / {opts.head_lr}",
+                                      "options": {k: v for k, v in dataclasses.asdict(opts).items()}})
+    return prepare(state, student, loader, param_groups(student, opts, cfg.weight_decay), saved)
+
+
+def _usage(accelerator, seen: int, seconds: float) -> dict:
+    """Throughput and peak memory of the epoch, for the metrics row (the Train tab's status line shows them)."""
+    row = {"clips_per_second": seen * accelerator.num_processes / max(1e-9, seconds)}
+    if accelerator.device.type == "cuda":
+        row["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    else:
+        import resource
+        row["peak_memory_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)   # KiB
+    return row
+
+
+def _describe_usage(row: dict) -> str:
+    return (f", {row['clips_per_second']:.1f} clips/s, peak "
+            + (f"GPU memory {row['peak_gpu_memory_gb']} GB" if "peak_gpu_memory_gb" in row
+               else f"memory {row['peak_memory_gb']} GB"))
 
 
 __doc__ += "\n".join(f"    {f.name} = {f.default!r}" for f in dataclasses.fields(ClapOptions)) + "\n"

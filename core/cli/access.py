@@ -4,16 +4,18 @@ from __future__ import annotations
 import getpass
 import sys
 
+from core.cli.common import command
+
 
 def register(sub) -> None:
-    p = sub.add_parser("hash-password", help="print a password hash for HEARSAY_USERS / hearsay.toml",
-                       description="Reads a password (prompted, or one line from stdin with --stdin) and prints "
-                                   "a pbkdf2_sha256 hash to use in place of the plain password: "
-                                   "HEARSAY_USERS='alice:<hash>:admin'.")
+    p = command(sub, "hash-password", func=cmd_hash, workspace=None,
+                help="print a password hash for HEARSAY_USERS / hearsay.toml",
+                description="Reads a password (prompted, or one line from stdin with --stdin) and prints "
+                            "a pbkdf2_sha256 hash to use in place of the plain password: "
+                            "HEARSAY_USERS='alice:<hash>:admin'.")
     p.add_argument("--stdin", action="store_true", help="read the password from stdin instead of prompting")
-    p.set_defaults(func=cmd_hash)
-    p = sub.add_parser("users", help="list the configured users and roles (never their passwords)")
-    p.set_defaults(func=cmd_users)
+    command(sub, "users", func=cmd_users, workspace=None,
+            help="list the configured users and roles (never their passwords)")
 
 
 def cmd_hash(args) -> int:

@@ -1,20 +1,20 @@
 """CLI: `python -m core caption [--teacher NAME] [--only-uncaptioned] [--limit N]`."""
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 
 from core.store.catalog import ClipQuery
-from core.cli.library import _add_workspace, workspace_from
+from core.cli.common import command, progress_bar, workspace_from
 
 
 def register(sub) -> None:
-    p = sub.add_parser("caption", help="caption clips with a teacher (cached, resumable)",
-                       description="Caption clips with a teacher: embedded (offline, CPU), transformers "
-                                   "(audio LLM) or openai-compatible (HTTP). Results are cached by clip content, "
-                                   "teacher and prompt, so re-running costs nothing and an interrupted run "
-                                   "continues where it stopped. Failures are recorded and the batch goes on.")
+    p = command(sub, "caption", func=cmd_caption, json="print the report as JSON",
+                help="caption clips with a teacher (cached, resumable)",
+                description="Caption clips with a teacher: embedded (offline, CPU), transformers "
+                            "(audio LLM) or openai-compatible (HTTP). Results are cached by clip content, "
+                            "teacher and prompt, so re-running costs nothing and an interrupted run "
+                            "continues where it stopped. Failures are recorded and the batch goes on.")
     p.add_argument("--teacher", help="embedded | transformers | openai-compatible (default: settings.teacher)")
     p.add_argument("--prompt", help="prompt for LLM teachers (default: the backend's own)")
     p.add_argument("--only-uncaptioned", action="store_true",
@@ -24,14 +24,9 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, help="at most N clips")
     p.add_argument("--force", action="store_true", help="ignore the cache: add a new caption version")
     p.add_argument("--batch-size", type=int, help="clips per teacher call")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_workspace(p)
-    p.set_defaults(func=cmd_caption)
 
 
 def cmd_caption(args) -> int:
-    from tqdm import tqdm
-
     from core.pipeline.captioning import caption_clips, select_clips
     from core.models.teachers import get_teacher
 
@@ -47,12 +42,7 @@ def cmd_caption(args) -> int:
         ids = ids[:args.limit] if args.limit else ids
     else:
         ids = select_clips(ws, "uncaptioned" if args.only_uncaptioned else "all", teacher=teacher, limit=args.limit)
-    bar = tqdm(total=len(ids), unit="clip", desc=teacher.name)
-
-    def progress(done: int, total: int, message: str) -> None:
-        bar.n = done
-        bar.set_postfix_str(message[-50:])
-        bar.refresh()
+    bar, progress = progress_bar(width=50, total=len(ids), desc=teacher.name)
 
     cancel = threading.Event()
     result: dict = {}

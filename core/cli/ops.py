@@ -6,31 +6,29 @@ import sys
 import zipfile
 
 from core.store.catalog import CatalogUnusable
-from core.cli.library import _add_workspace, workspace_from
+from core.cli.common import command, workspace_from
 
 
 def register(sub) -> None:
-    p = sub.add_parser("doctor", help="check the workspace and repair what is safe",
-                       description="Checks SQLite integrity, missing and orphan audio, temp files, model files, "
-                                   "stuck training runs and catalogue vs Chroma counts. --repair fixes what is safe "
-                                   "(orphans go to lost+found/, nothing is deleted). Exit code 1 when problems remain.")
+    p = command(sub, "doctor", func=cmd_doctor,
+                help="check the workspace and repair what is safe",
+                description="Checks SQLite integrity, missing and orphan audio, temp files, model files, "
+                            "stuck training runs and catalogue vs Chroma counts. --repair fixes what is safe "
+                            "(orphans go to lost+found/, nothing is deleted). Exit code 1 when problems remain.")
     p.add_argument("--repair", action="store_true", help="repair what is safe to repair")
     p.add_argument("--no-index", action="store_true", help="skip the vector-index check (no model loading)")
-    _add_workspace(p)
-    p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("backup", help="back up the whole workspace to one zip",
-                       description="A consistent snapshot of the catalogue (SQLite online backup) plus audio, "
-                                   "models and runs. The Chroma store is rebuildable and left out unless --chroma.")
+    p = command(sub, "backup", func=cmd_backup,
+                help="back up the whole workspace to one zip",
+                description="A consistent snapshot of the catalogue (SQLite online backup) plus audio, "
+                            "models and runs. The Chroma store is rebuildable and left out unless --chroma.")
     p.add_argument("out", help="the .zip to write")
     p.add_argument("--chroma", action="store_true", help="include the embedded Chroma store")
-    _add_workspace(p)
-    p.set_defaults(func=cmd_backup)
 
-    p = sub.add_parser("restore", help="restore a backup zip into a new, empty workspace folder")
+    p = command(sub, "restore", func=cmd_restore, workspace=None,
+                help="restore a backup zip into a new, empty workspace folder")
     p.add_argument("archive", help="a zip written by `backup`")
     p.add_argument("target", help="an empty or new folder")
-    p.set_defaults(func=cmd_restore)
 
 
 def cmd_doctor(args) -> int:

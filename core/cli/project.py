@@ -4,17 +4,16 @@
 """
 from __future__ import annotations
 
-import threading
-
 from core.pipeline import projection
-from core.cli.library import _add_workspace, workspace_from
+from core.cli.common import cancel_on_interrupt, command, workspace_from
 
 
 def register(sub) -> None:
-    p = sub.add_parser("project", help="UMAP map of the clip embeddings as a standalone HTML file",
-                       description="Project a model's clip embeddings with UMAP (2D or 3D), colour them and "
-                                   "write the same plotly figure the Map tab shows. Results are cached in the "
-                                   "workspace, so a second run with the same settings is instant.")
+    p = command(sub, "project", func=cmd_project,
+                help="UMAP map of the clip embeddings as a standalone HTML file",
+                description="Project a model's clip embeddings with UMAP (2D or 3D), colour them and "
+                            "write the same plotly figure the Map tab shows. Results are cached in the "
+                            "workspace, so a second run with the same settings is instant.")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument("--model", default="active", help="model id (default: the active model)")
     p.add_argument("--compare", metavar="MODEL", help="a second model: before/after maps side by side")
@@ -33,8 +32,6 @@ def register(sub) -> None:
     p.add_argument("--outlier-z", type=float, default=2.5, help="robust z above which a clip is a caption outlier")
     p.add_argument("--no-outliers", action="store_true", help="do not ring the caption outliers")
     p.add_argument("--list-outliers", action="store_true", help="also print the outlier clips")
-    _add_workspace(p)
-    p.set_defaults(func=cmd_project)
 
 
 def cmd_project(args) -> int:
@@ -52,30 +49,23 @@ def cmd_project(args) -> int:
         bar.set_postfix_str(message[-50:])
         bar.refresh()
 
-    cancel = threading.Event()
     try:
-        if args.compare:
-            a, b = projection.compare_maps(ws, args.model, args.compare, params, outlier_z=args.outlier_z,
-                                           progress=progress, cancel=cancel)
-            color = _check_color(args.color, a)
-            fig = projection.compare_figure(a, b, color, highlight_outliers=not args.no_outliers)
-            maps = [a, b]
-        else:
-            a = projection.build_map(ws, args.model, params, outlier_z=args.outlier_z, progress=progress,
-                                     cancel=cancel)
-            color = _check_color(args.color, a)
-            fig = projection.figure(a, color, highlight_outliers=not args.no_outliers)
-            maps = [a]
-    except KeyboardInterrupt:
-        cancel.set()
-        print("interrupted")
-        return 130
+        with cancel_on_interrupt(bar) as cancel:
+            if args.compare:
+                a, b = projection.compare_maps(ws, args.model, args.compare, params, outlier_z=args.outlier_z,
+                                               progress=progress, cancel=cancel)
+                color = _check_color(args.color, a)
+                fig = projection.compare_figure(a, b, color, highlight_outliers=not args.no_outliers)
+                maps = [a, b]
+            else:
+                a = projection.build_map(ws, args.model, params, outlier_z=args.outlier_z, progress=progress,
+                                         cancel=cancel)
+                color = _check_color(args.color, a)
+                fig = projection.figure(a, color, highlight_outliers=not args.no_outliers)
+                maps = [a]
     except (ValueError, KeyError) as exc:
-        bar.close()
         print(f"error: {exc}")
         return 1
-    finally:
-        bar.close()
     path = projection.write_html(fig, args.out)
     for m in maps:
         seconds = m.projection.seconds

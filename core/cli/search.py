@@ -3,30 +3,28 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 
-from core.cli.library import _add_workspace, workspace_from
+from core.cli.common import RERUN, cancel_on_interrupt, command, progress_bar, workspace_from
 
 SEARCH_MAX_NEW = 500       # a search embeds new clips itself only when this few are waiting (as the app does)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("index", help="embed new or changed clips into the model's Chroma collection",
-                       description="Bring the model's Chroma collection in line with the catalogue: embed new "
-                                   "clips, update changed metadata, drop deleted clips. Safe to interrupt.")
+    p = command(sub, "index", func=cmd_index, interrupted=RERUN, json="print the report as JSON",
+                help="embed new or changed clips into the model's Chroma collection",
+                description="Bring the model's Chroma collection in line with the catalogue: embed new "
+                            "clips, update changed metadata, drop deleted clips. Safe to interrupt.")
     p.add_argument("--rebuild", action="store_true",
                    help="recreate the collection from scratch (built beside the old one, which keeps serving "
                         "searches until the new one is complete)")
     p.add_argument("--model", default="active", help="model name or id (default: the active model)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-captions", action="store_true", help="skip the caption (MiniLM) collection")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_workspace(p)
-    p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("search", help="search clips by text, audio or clip; or classify against labels",
-                       description="Text → clips (QUERY), audio → clips (--audio FILE), more like a clip "
-                                   "(--clip ID); with --labels, zero-shot classify the --audio file or --clip.")
+    p = command(sub, "search", func=cmd_search, json="print JSON",
+                help="search clips by text, audio or clip; or classify against labels",
+                description="Text → clips (QUERY), audio → clips (--audio FILE), more like a clip "
+                            "(--clip ID); with --labels, zero-shot classify the --audio file or --clip.")
     p.add_argument("query", nargs="?", default="", help="what to look for, e.g. \"rain on a tin roof\"")
     p.add_argument("--k", type=int, default=10, help="results per page")
     p.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
@@ -47,21 +45,6 @@ def register(sub) -> None:
     p.add_argument("--hybrid", type=float, default=None,
                    help="weight of caption-text similarity, 0..1, z-scored late fusion (default: setting fusion_weight)")
     p.add_argument("--model", default="active", help="model name or id (default: the active model)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    _add_workspace(p)
-    p.set_defaults(func=cmd_search)
-
-
-def _progress_bar():
-    from tqdm import tqdm
-    bar = tqdm(unit="clip", leave=False)
-
-    def progress(done: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(message[-40:])
-        bar.refresh()
-    return bar, progress
 
 
 def _embedder(ws, name: str):
@@ -76,17 +59,10 @@ def cmd_index(args) -> int:
     from core.pipeline import index
     ws = workspace_from(args)
     embedder = _embedder(ws, args.model)
-    bar, progress = _progress_bar()
-    cancel = threading.Event()
-    try:
+    bar, progress = progress_bar(leave=False)
+    with cancel_on_interrupt(bar) as cancel:
         report = index.sync(ws, embedder, rebuild=args.rebuild, batch_size=args.batch_size,
                             captions=not args.no_captions, progress=progress, cancel=cancel)
-    except KeyboardInterrupt:
-        cancel.set()
-        print("interrupted: run the same command again to continue")
-        return 130
-    finally:
-        bar.close()
     print(json.dumps({**report.__dict__, "failed": report.failed}) if args.json else report.summary())
     return 1 if report.failed and not report.embedded else 0
 
@@ -121,11 +97,9 @@ def cmd_search(args) -> int:
 def _catch_up(ws, embedder, args) -> None:
     """Index a few new clips before answering; more than SEARCH_MAX_NEW wait for `index`."""
     from core.pipeline import index
-    bar, progress = _progress_bar()
-    try:
+    bar, progress = progress_bar(leave=False)
+    with cancel_on_interrupt(bar):
         report = index.ensure_current(ws, embedder, max_new=SEARCH_MAX_NEW, progress=progress)
-    finally:
-        bar.close()
     if report is not None and (report.embedded or report.failed) and not args.json:
         print(report.summary())
     if report is not None and report.pending:

@@ -1,33 +1,36 @@
-"""CLI: `python -m training evaluate --model MODEL --data FOLDER [--json] [--templates T ...] [--fusion W]`.
+"""CLI: `python -m core evaluate` (alias `python -m training evaluate`), training/evaluate.py from the shell.
+
+    python -m core evaluate --model MODEL --data FOLDER [--json] [--templates T ...] [--fusion W]
 
 With --json the last line on stdout is exactly one JSON object (training.evaluate.SUMMARY_KEYS);
 progress goes to stderr.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import threading
 
 import numpy as np
 
+from core.cli.common import cancel_on_interrupt, command, progress_bar, workspace_if_any
+
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "evaluate", help="zero-shot accuracy and retrieval R@k of a model on a labelled folder",
-        description="Evaluate a model on a labelled folder: audio files plus meta.csv with filename and "
-                    "label and/or caption (audio under audio/ or beside the csv). Prints zero-shot accuracy, "
-                    "text→audio and audio→text R@1/5/10 and mAP@10.")
+    # a bad folder, an unknown model, weights not on disk: one line, exit code 2
+    p = command(sub, "evaluate", func=cmd_evaluate, failures=(OSError, ValueError, RuntimeError),
+                json="end with one JSON line of the headline numbers",
+                workspace="workspace folder (for model ids and --save)",
+                help="zero-shot accuracy and retrieval R@k of a model on a labelled folder",
+                description="Evaluate a model on a labelled folder: audio files plus meta.csv with filename and "
+                            "label and/or caption (audio under audio/ or beside the csv). Prints zero-shot "
+                            "accuracy, text→audio and audio→text R@1/5/10 and mAP@10.")
     p.add_argument("--model", required=True,
                    help="'shipped', 'teacher' (embedded-teacher captions + MiniLM), 'clap' (local weights only), "
                         "a workspace model id, a model folder, or package.module:factory")
     p.add_argument("--data", required=True,
                    help="labelled folder, or 'workspace' for the workspace's clips whose import meta has a label")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the headline numbers")
     p.add_argument("--templates", nargs="+", metavar="TEMPLATE",
                    help="zero-shot prompt templates with {label}, averaged (default: 'the sound of {label}')")
-    p.add_argument("--workspace", default=argparse.SUPPRESS, help="workspace folder (for model ids and --save)")
     p.add_argument("--save", action="store_true", help="store the result in the workspace's evaluation history")
     p.add_argument("--limit", type=int, help="evaluate N clips spread evenly over the set (a quick look)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -37,34 +40,12 @@ def register(sub) -> None:
                    help="also score the teacher's captions alone and the model fused with them, z-scored per "
                         "query, W (0..1) the captions' weight (bare --fusion: setting fusion_weight). Captions: "
                         "published ones for --data workspace, else the embedded teacher's (cached in the workspace)")
-    p.set_defaults(func=cmd_evaluate)
-
-
-def _workspace(args, needed: bool):
-    """An explicit --workspace / $HEARSAY_WORKSPACE, else the default one only if it already exists."""
-    from core.store.settings import load_settings
-    from core.store.workspace import Workspace
-    root = getattr(args, "workspace", None)
-    settings = load_settings()
-    if root or needed or settings.workspace.expanduser().is_dir():
-        return Workspace(root or settings.workspace, settings)
-    return None
 
 
 def cmd_evaluate(args) -> int:
-    try:
-        return _evaluate(args)
-    except (OSError, ValueError, RuntimeError) as exc:   # bad folder, unknown model, weights not on disk
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _evaluate(args) -> int:
-    from tqdm import tqdm
-
     from training import evaluate as ev
 
-    ws = _workspace(args, needed=args.save or args.data == "workspace")
+    ws = workspace_if_any(args, needed=args.save or args.data == "workspace")
     data = ev.load_data(args.data, ws)
     if args.limit and args.limit < len(data.items):
         keep = np.unique(np.linspace(0, len(data.items) - 1, args.limit).round().astype(int))
@@ -73,12 +54,7 @@ def _evaluate(args) -> int:
         print(f"missing: {name} is in meta.csv but not in the folder", file=sys.stderr)
 
     model = ev.resolve_model(args.model, ws, args.device)
-    bar = tqdm(total=len(data.items), unit="clip", file=sys.stderr, disable=None)
-
-    def progress(done: int, total: int, name: str) -> None:
-        bar.n = done
-        bar.set_postfix_str(name[-30:])
-        bar.refresh()
+    bar, progress = progress_bar(width=30, total=len(data.items), file=sys.stderr, disable=None)
 
     fusion, side = getattr(args, "fusion", None), None
     if fusion is not None:
@@ -87,17 +63,10 @@ def _evaluate(args) -> int:
             fusion = (ws.settings if ws is not None else load_settings()).fusion_weight
         side = ev.TeacherCaptions(ws.cache_dir / "teacher_baseline_captions.jsonl" if ws is not None else None,
                                   args.device)
-    cancel = threading.Event()
-    try:
+    with cancel_on_interrupt(bar) as cancel:
         result = ev.evaluate(model, data, name=args.model, templates=args.templates or ev.DEFAULT_TEMPLATES,
                              batch_size=args.batch_size, progress=progress, cancel=cancel,
                              fusion=fusion, caption_side=side)
-    except KeyboardInterrupt:
-        cancel.set()
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bar.close()
     for line in result.failed:
         print(f"unreadable: {line}", file=sys.stderr)
     if args.save:
@@ -138,8 +107,3 @@ def format_report(result) -> str:
         lines.append(f"\n{len(result.failed)} unreadable, {len(result.missing)} missing from the folder")
     lines.append(f"\n{result.seconds:.1f} s")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from training.__main__ import main as training_main
-    return training_main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
