@@ -456,17 +456,11 @@ def test_cli_index_and_search(tone_ws, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["rebuilt"] == "requested"
 
 
-def test_resolve_embedder_explains_a_missing_model(ws, monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_models(name, *args, **kwargs):
-        if name == "core" and args and args[2] and "models" in args[2]:
-            raise ModuleNotFoundError("No module named 'core.models.registry'", name="core.models.registry")
-        return real_import(name, *args, **kwargs)
+def test_resolve_embedder_explains_a_missing_model(ws, monkeypatch, tmp_path):
+    from core.models import registry
     with pytest.raises(index.IndexUnavailable, match="'no-such-model' is not available"):
         index.resolve_embedder(ws, "no-such-model")
-    monkeypatch.setattr(builtins, "__import__", no_models)
+    monkeypatch.setattr(registry, "SHIPPED_DIR", tmp_path / "no-shipped-student")   # nothing active, nothing shipped
     with pytest.raises(index.IndexUnavailable, match="no student model"):
         index.resolve_embedder(ws, "active")
 

@@ -40,7 +40,9 @@ import numpy as np
 
 from core.store import audio
 from core.store.catalog import Caption, Clip, Recording
+from core.models import registry
 from core.models.embedder import Embedder
+from core.models.registry import ModelUnavailable
 from core.store.settings import Settings
 from core.store.workspace import Workspace
 
@@ -66,6 +68,11 @@ class IndexUnavailable(RuntimeError):
 
 class IndexBusy(IndexUnavailable):
     """The store refused a read or write mid-way (e.g. a rebuild in another process): retry later."""
+
+
+class ModelNotAvailable(IndexUnavailable, ModelUnavailable):
+    """The model to index or search with cannot be had (core.models.registry.ModelUnavailable, its message
+    unchanged): callers handling either an index problem or a missing model see it."""
 
 
 def store_errors(fn: Callable) -> Callable:
@@ -685,28 +692,17 @@ def resolve_embedder(ws: Workspace, model: Embedder | str | None = "active", *,
                      allow_folders: bool = True) -> Embedder:
     """An Embedder from an object or a model name ('active', 'shipped', a registered id, a folder).
 
-    Names are resolved by core.models.registry (which caches loaded models); a missing model becomes an
-    IndexUnavailable whose message says what to do. `allow_folders=False` (anyone but an admin)
-    refuses folder paths, and its messages never say what is on the server's disk.
+    Names are resolved by core.models.registry (which caches loaded models) on the workspace's device; a
+    missing model is a ModelNotAvailable whose message says what to do. `allow_folders=False` (anyone but
+    an admin) refuses folder paths, and its messages never say what is on the server's disk.
     """
     if model is not None and not isinstance(model, str):
         return model
     try:
-        from core.models import registry as models
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("core.models.registry", "core.models.student"):
-            raise
-        raise IndexUnavailable("no student model is available yet (core/models/registry.py is missing): "
-                               "train or install a checkpoint first") from exc
-    try:
-        return models.get_embedder(name=model or "active", ws=ws, device=ws.settings.resolved_device(),
-                                   allow_folders=allow_folders)
-    except (KeyError, FileNotFoundError) as exc:
-        if not allow_folders:
-            raise IndexUnavailable(f"model {model!r} is not available: pick one from the list") from exc
-        reason = str(exc).strip("'\"")
-        raise IndexUnavailable(f"model {model or 'active'!r} is not available ({reason}): "
-                               "train one in the Train tab or pick another") from exc
+        return registry.get_embedder(model or "active", ws, ws.settings.resolved_device(),
+                                     allow_folders=allow_folders)
+    except ModelUnavailable as exc:
+        raise ModelNotAvailable(*exc.args) from exc
 
 
 def get_embeddings(ws: Workspace, embedder_or_model_id: Embedder | str,

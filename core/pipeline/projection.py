@@ -96,30 +96,15 @@ def _index_module():
 
 def model_choices(ws: "Workspace") -> list[str]:
     """Names a model picker offers: "active", then every known model id (shipped and trained)."""
-    try:
-        from core.models.registry import available_models
-        ids = [m["id"] for m in available_models(ws)]
-    except ModuleNotFoundError:
-        ids = [m.id for m in ws.catalog.models()]
-    return ["active"] + [i for i in ids if i != "active"]
+    from core.models.registry import choices
+    return choices(ws, "active")
 
 
 def resolve_model(ws: "Workspace", model: str = "active") -> "Embedder":
-    """The embedder for a model name ("active", "shipped", a registered model id or a checkpoint folder)."""
-    index = _index_module()
-    try:
-        if index is not None:
-            return index.resolve_embedder(ws, model)
-        from core.models.registry import get_embedder   # lazy: the student stack is heavy
-        return get_embedder(name=model, ws=ws)
-    except ModuleNotFoundError as exc:
-        raise MapUnavailable(f"No student model can be loaded yet ({exc}): train one in the Train tab.") from exc
-    except (KeyError, FileNotFoundError) as exc:
-        raise MapUnavailable(f"Model {model!r} is not available: {exc}") from exc
-    except RuntimeError as exc:
-        if index is not None and isinstance(exc, index.IndexUnavailable):
-            raise MapUnavailable(str(exc)) from exc
-        raise
+    """The embedder for a model name ("active", "shipped", a registered model id or a checkpoint folder);
+    raises core.models.registry.ModelUnavailable (a KeyError) when there is none."""
+    from core.pipeline.index import resolve_embedder    # lazy: the vector store is heavy
+    return resolve_embedder(ws, model)
 
 
 def clip_embeddings(ws: "Workspace", embedder: "Embedder", clip_ids: Sequence[int] | None = None,

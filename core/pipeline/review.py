@@ -80,13 +80,10 @@ def load_item(catalog: Catalog, clip_id: int, annotator: str | None = None) -> R
 
 def active_embedder(ws):
     """The student search uses (the workspace's active one, else the shipped one) or None when there is none."""
+    from core.models import registry
     try:
-        from core.models.registry import get_embedder
-    except ImportError:          # the student package is optional for reviewing
-        return None
-    try:
-        return get_embedder("active", ws)
-    except (KeyError, FileNotFoundError):
+        return registry.get_embedder("active", ws)
+    except (registry.ModelUnavailable, OSError):     # no student anywhere, or its folder unreadable
         return None
 
 
