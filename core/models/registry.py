@@ -22,10 +22,10 @@ from pathlib import Path
 
 from core.store.catalog import ModelRecord
 from core.models.embedder import Embedder
-from core.store.settings import ASSETS
+from core.store.settings import SHIPPED_MODEL
 from core.store.workspace import Workspace
 
-SHIPPED_DIR = ASSETS / "student"
+SHIPPED_DIR = SHIPPED_MODEL
 _lock = threading.Lock()       # one load per model even when two requests ask for it at once
 
 
