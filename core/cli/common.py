@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m core", command
 
 
 def run(args: argparse.Namespace) -> int:
-    """`args.func(args)`, with Ctrl-C, a lost catalogue and the command's `failures` as one line each."""
+    """`args.func(args)`, with Ctrl-C, a lost catalogue, a missing model and the command's `failures` as one
+    line each."""
+    from core.models.registry import ModelUnavailable
     from core.store.catalog import CatalogUnusable
     try:
         return int(args.func(args) or 0)
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except CatalogUnusable as exc:      # a lost or damaged catalogue: one line that says how to recover
         print(exc, file=sys.stderr)
+        return 2
+    except ModelUnavailable as exc:     # a model name that resolves to nothing here: what to fetch, where
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

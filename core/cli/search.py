@@ -47,18 +47,10 @@ def register(sub) -> None:
     p.add_argument("--model", default="active", help="model name or id (default: the active model)")
 
 
-def _embedder(ws, name: str):
-    from core.pipeline import index
-    try:
-        return index.resolve_embedder(ws, name)
-    except index.IndexUnavailable as exc:
-        raise SystemExit(f"error: {exc}")
-
-
 def cmd_index(args) -> int:
     from core.pipeline import index
     ws = workspace_from(args)
-    embedder = _embedder(ws, args.model)
+    embedder = index.resolve_embedder(ws, args.model)   # ModelUnavailable: core/cli/common.run
     bar, progress = progress_bar(leave=False)
     with cancel_on_interrupt(bar) as cancel:
         report = index.sync(ws, embedder, rebuild=args.rebuild, batch_size=args.batch_size,
@@ -78,7 +70,7 @@ def _filters(args):
 def cmd_search(args) -> int:
     from core.pipeline import index
     ws = workspace_from(args)
-    embedder = _embedder(ws, args.model)
+    embedder = index.resolve_embedder(ws, args.model)   # ModelUnavailable: core/cli/common.run
     try:
         _catch_up(ws, embedder, args)
         if args.labels:

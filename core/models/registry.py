@@ -77,8 +77,8 @@ def resolve_path(name: str = "active", ws: Workspace | None = None, *, allow_fol
         return Path(ws.catalog.get_model(name).path)
     except KeyError:
         raise ModelUnavailable(f"model {name!r} is not available: neither a checkpoint folder nor a registered "
-                               f"model; pick one of {', '.join(choices(ws, 'active'))}, or train one in the "
-                               "Train tab") from None
+                               f"model; pick one of {', '.join(choices(ws, 'active'))} (or train one in the "
+                               "Train tab)") from None
 
 
 def get_embedder(name: str = "active", ws: Workspace | None = None, device: str = "cpu", *,
