@@ -1,0 +1,36 @@
+"""The export's record layout, shared by writing and reading back: the columns of the flat
+record (CSV, HF dataset) and the JSON text its nested values travel as.
+"""
+from __future__ import annotations
+
+import json
+
+# Columns of the flat record, in the order CSV and the HF dataset show them.
+COLUMNS = ["caption", "status", "annotator", "reason", "review_updated", "review_version",
+           "caption_origin", "teacher", "model", "prompt", "caption_annotator", "confidence", "tags",
+           "caption_created", "source", "original_name", "recording_sha256", "start", "end", "duration",
+           "recording_meta", "clip_key", "history"]
+JSON_COLUMNS = ("tags", "recording_meta", "history")
+
+
+def failures(errors: list[str]) -> str:
+    """"N failed (the first error …)": how an export or an import report names what went wrong."""
+    return f"{len(errors)} failed ({errors[0]}{' …' if len(errors) > 1 else ''})"
+
+
+def flat(record: dict) -> dict:
+    """CSV/Arrow cells: nested values as JSON text."""
+    return {k: (json.dumps(record[k], ensure_ascii=False) if k in JSON_COLUMNS else record[k]) for k in COLUMNS}
+
+
+def unflat(row: dict) -> dict:
+    """Undo `flat`: JSON text back to values; CSV's numbers come back as text too."""
+    out = dict(row)
+    for k in JSON_COLUMNS:
+        if isinstance(out.get(k), str):
+            out[k] = json.loads(out[k]) if out[k] else {}
+    for k, kind in (("confidence", float), ("start", float), ("end", float), ("duration", float),
+                    ("review_version", int)):
+        if isinstance(out.get(k), str):
+            out[k] = kind(out[k]) if out[k] else None
+    return out
