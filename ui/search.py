@@ -27,6 +27,7 @@ from gradio.context import LocalContext
 
 from core.auth import access, published
 
+from core.models import registry
 from core.pipeline import index, search, search_view
 from core.store.catalog import REVIEW_STATUSES
 from ui.progress import rate_and_eta, reporter
@@ -45,12 +46,7 @@ def cancel_flag(request: gr.Request | None) -> threading.Event:
 
 
 def model_choices(state: AppState) -> list[str]:
-    try:
-        from core.models.registry import available_models
-        ids = [m["id"] for m in available_models(state.ws)]
-    except ImportError:                 # no student module yet: registered ids only
-        ids = [m.id for m in state.ws.catalog.models()]
-    return [ACTIVE] + [i for i in ids if i != ACTIVE]
+    return registry.choices(state.ws, ACTIVE)
 
 
 def caller_role() -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.auth.access import ADMIN, allows
-from core.models.registry import available_models
+from core.models.registry import choices
 from training import jobs
 from training.compare import CompareError, compare_run
 from training.data import pair_summary
@@ -177,7 +177,7 @@ def launch(state: AppState, base_v, loss_v, beta_v, distill_v, epochs_v, batch_v
 
 
 def base_model_choices(state: AppState) -> list[str]:
-    return ["shipped", "fresh"] + [m["id"] for m in available_models(state.ws) if not m["shipped"]]
+    return choices(state.ws, "shipped", "fresh", shipped=False)
 
 
 def build(state: AppState) -> None:
