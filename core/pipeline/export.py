@@ -23,13 +23,13 @@ import shutil
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import soundfile as sf
 
-from core.pipeline.export_format import COLUMNS, failures, flat
+from core.pipeline.export_format import COLUMNS, Outcome, flat
 from core.pipeline.export_restore import (CAPTION_ORIGINS, IMPORT_ACTOR, OUTSIDE,  # noqa: F401  (re-exported)
                                          ImportExportReport, detect_format, extract_zip, import_export)
 from core.store import audio
@@ -40,18 +40,14 @@ Progress = Callable[[int, int, str], None]
 
 
 @dataclass
-class ExportReport:
+class ExportReport(Outcome):
     out_dir: Path
     format: str
     count: int = 0
-    cancelled: bool = False
-    errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = f"exported {self.count} clips as {self.format} to {self.out_dir}"
-        if self.errors:
-            text += f"; {failures(self.errors)}"
-        return text + (" — cancelled, nothing was written" if self.cancelled else "")
+        return self._summary(f"exported {self.count} clips as {self.format} to {self.out_dir}", "; ",
+                             "cancelled, nothing was written")
 
 
 # -- export ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ record (CSV, HF dataset) and the JSON text its nested values travel as.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 # Columns of the flat record, in the order CSV and the HF dataset show them.
 COLUMNS = ["caption", "status", "annotator", "reason", "review_updated", "review_version",
@@ -13,9 +14,17 @@ COLUMNS = ["caption", "status", "annotator", "reason", "review_updated", "review
 JSON_COLUMNS = ("tags", "recording_meta", "history")
 
 
-def failures(errors: list[str]) -> str:
-    """"N failed (the first error …)": how an export or an import report names what went wrong."""
-    return f"{len(errors)} failed ({errors[0]}{' …' if len(errors) > 1 else ''})"
+@dataclass(kw_only=True)
+class Outcome:
+    """What an export or an import got through: the records that failed, and whether it was cancelled."""
+    cancelled: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def _summary(self, text: str, joiner: str, when_cancelled: str) -> str:
+        """`text`, then "N failed (the first error …)", then what a cancel means."""
+        if self.errors:
+            text += f"{joiner}{len(self.errors)} failed ({self.errors[0]}{' …' if len(self.errors) > 1 else ''})"
+        return text + (f" — {when_cancelled}" if self.cancelled else "")
 
 
 def flat(record: dict) -> dict:

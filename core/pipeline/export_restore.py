@@ -14,11 +14,11 @@ import json
 import os
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from core.pipeline.export_format import failures, unflat
+from core.pipeline.export_format import Outcome, unflat
 from core.pipeline.importer import delete_clips, max_file_bytes, printable, safe_name
 from core.store import audio
 from core.store.catalog import REVIEW_STATUSES, now
@@ -32,17 +32,13 @@ Progress = Callable[[int, int, str], None]
 
 
 @dataclass
-class ImportExportReport:
+class ImportExportReport(Outcome):
     imported: int = 0
     duplicates: int = 0
-    cancelled: bool = False
-    errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = f"restored {self.imported} clips with their captions and reviews, {self.duplicates} already there"
-        if self.errors:
-            text += f", {failures(self.errors)}"
-        return text + (" — cancelled, run again to continue" if self.cancelled else "")
+        return self._summary(f"restored {self.imported} clips with their captions and reviews, "
+                             f"{self.duplicates} already there", ", ", "cancelled, run again to continue")
 
 
 def extract_zip(archive: str | Path, dest: str | Path, *, max_mb: float | None = None) -> Path:
