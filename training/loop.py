@@ -98,7 +98,7 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return f
 
 
-def split_pairs(ws, cfg, pairs: list, main: bool, note: str = "") -> tuple[list, list]:
+def split_pairs(cfg, pairs: list, main: bool, note: str = "") -> tuple[list, list]:
     """Held-out recordings for validation; at least two training pairs or a clear error."""
     from training import data as D
     train_pairs, val_pairs = D.split_by_recording(pairs, cfg.val_fraction, cfg.seed)

@@ -191,7 +191,7 @@ def prepare_embedded(ws, cfg, accelerator, run_id, run_dir, log, resume, should_
     strength = cfg.anchor * (D.reviewed_share(pairs) if cfg.anchor_follows_review else 1.0)
     start = initial_student(cfg, ws) if saved and (strength or cfg.weight_anchor) else model
     anchor = Anchor(start, strength, cfg.weight_anchor)       # the model training started from, not a resumed one
-    train_pairs, val_pairs = split_pairs(ws, cfg, pairs, main, f"; anchor {anchor.anchor:.2f}" if anchor.anchor else "")
+    train_pairs, val_pairs = split_pairs(cfg, pairs, main, f"; anchor {anchor.anchor:.2f}" if anchor.anchor else "")
     progress = (lambda d, t, m: say(f"{m}: {d}/{t}")) if main else None
     with accelerator.main_process_first():     # one process fills the feature cache, the rest read it
         feats = D.cached_features(ws, train_pairs + val_pairs, model.config.patch_hop,

@@ -305,7 +305,7 @@ def prepare_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool,
                   sources=cfg.sources or None, min_confidence=cfg.min_confidence)
     if getattr(cfg, "teacher_replay", 0):
         kwargs["teacher_replay"] = cfg.teacher_replay
-    train_pairs, val_pairs = split_pairs(ws, cfg, D.collect_pairs(ws, **kwargs), main)
+    train_pairs, val_pairs = split_pairs(cfg, D.collect_pairs(ws, **kwargs), main)
     progress = (lambda d, t, m: say(f"{m}: {d}/{t}")) if main else None
     cache = WaveCache(ws.cache_dir / "waves-16k")
     with accelerator.main_process_first():
