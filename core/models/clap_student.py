@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.models.embedder import ModelUnavailable   # re-exported: the one "model missing" error
 from core.models.pretrained import (CARD_NAME, CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES,  # noqa: F401 - re-exported
                                      WEIGHTS_NAME, PretrainedStudent, card_sections, crop_waves, file_digest,
                                      quiet_transformers, state_digest)
-from core.models.registry import ModelUnavailable   # re-exported: the one "model missing" error
 
 KIND = "clap"
 DEFAULT_REPO = "laion/clap-htsat-unfused"

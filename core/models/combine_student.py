@@ -24,9 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.models.clap_student import locate
+from core.models.embedder import ModelUnavailable
 from core.models.pretrained import (CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES, WEIGHTS_NAME, PretrainedStudent,
                                     card_sections, crop_waves, file_digest, quiet_transformers, state_digest)
-from core.models.registry import ModelUnavailable
 
 KIND = "combine"
 MINILM = "minilm"                          # the packaged sentence encoder (core.models.text_encoder)

@@ -1,9 +1,20 @@
-"""The one surface search, map and evaluation need from any audio-text model."""
+"""The one surface search, map and evaluation need from any audio-text model, and the one error
+for a model that cannot be had here (raised by the registry and the students, re-exported by the registry)."""
 from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+
+class ModelUnavailable(KeyError, RuntimeError):
+    """No loadable model by that name on this machine; the message says what is missing and where to put it.
+
+    A KeyError (a name the catalogue does not know) and a RuntimeError (weights not on this machine), so
+    callers written against either keep working; str() is the plain message (KeyError's would quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 @runtime_checkable

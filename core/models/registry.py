@@ -21,22 +21,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from core.store.catalog import ModelRecord
-from core.models.embedder import Embedder
+from core.models.embedder import Embedder, ModelUnavailable  # noqa: F401 - re-exported: the one "model missing" error
 from core.store.settings import SHIPPED_MODEL
 from core.store.workspace import Workspace
 
 SHIPPED_DIR = SHIPPED_MODEL
 _lock = threading.Lock()       # one load per model even when two requests ask for it at once
-
-
-class ModelUnavailable(KeyError, RuntimeError):
-    """No loadable model by that name on this machine; the message says what is missing and where to put it.
-
-    A KeyError (a name the catalogue does not know) and a RuntimeError (weights not on this machine), so
-    callers written against either keep working; str() is the plain message (KeyError's would quote it)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 def shipped_model_id() -> str | None:
