@@ -35,16 +35,15 @@ from ui.state import AppState  # noqa: E402
 
 log = logging.getLogger("hearsay.app")
 
-# (tab label, module, what it will do until its module exists)
-# Search is the front door: first, and the tab the page opens on.
+# (tab label, module). Search is the front door: first, and the tab the page opens on.
 TABS = [
-    ("Search", "ui.search", "Search clips by text, by audio and with zero-shot labels."),
-    ("Library", "ui.library", "Import audio and browse recordings and clips."),
-    ("Captions", "ui.captions", "Caption clips with a teacher (embedded, transformers or an OpenAI-compatible endpoint)."),
-    ("Review", "ui.review", "Accept, edit or reject teacher captions, with keyboard shortcuts."),
-    ("Train", "ui.train", "Fine-tune the student on reviewed pairs, watch the curves, activate a checkpoint."),
-    ("Map", "ui.map", "UMAP projections of the embedding space."),
-    ("Evaluate", "ui.evaluate", "Zero-shot accuracy and retrieval recall of any model on any labelled folder."),
+    ("Search", "ui.search"),               # clips by text, by audio and with zero-shot labels
+    ("Library", "ui.library"),             # import audio, browse recordings and clips
+    ("Captions", "ui.captions"),           # caption clips with a teacher
+    ("Review", "ui.review"),               # accept, edit or reject teacher captions, with keyboard shortcuts
+    ("Train", "ui.train"),                 # fine-tune the student, watch the curves, activate a checkpoint
+    ("Map", "ui.map"),                     # UMAP projections of the embedding space
+    ("Evaluate", "ui.evaluate"),           # zero-shot accuracy and retrieval recall on a labelled folder
 ]
 
 
@@ -68,18 +67,11 @@ def build_app(state: AppState | None = None, policy: access.AccessPolicy | None 
         importlib.import_module("ui.api").build(state)   # the documented API first: /search, /search_audio…
         banner = guard.access_banner(policy)          # at the top, above the tabs
         with gr.Tabs(selected=TABS[0][0].lower()):
-            for label, module_name, todo in TABS:
+            for label, module_name in TABS:
                 tab_id = label.lower()
                 # an editor tab starts hidden where roles exist; the page load shows it to those who may use it
                 with gr.Tab(label, id=tab_id, visible=guard.tab_visible_at_start(policy, tab_id)) as tabs[tab_id]:
-                    try:
-                        module = importlib.import_module(module_name)
-                    except ModuleNotFoundError as exc:
-                        if exc.name != module_name:
-                            raise
-                        gr.Markdown(f"*Coming soon.* {todo}")
-                        continue
-                    module.build(state)
+                    importlib.import_module(module_name).build(state)
         guard.access_bar(policy, tabs, banner)
         blank_empty_number_boxes(demo)
     demo.hearsay_policy = policy
@@ -90,12 +82,7 @@ def build_app(state: AppState | None = None, policy: access.AccessPolicy | None 
 
 def head_html() -> str:
     """Extra <head> content the tabs ask for (e.g. the Review tab's keyboard shortcuts)."""
-    parts = [guard.HEAD]
-    for _, module_name, _ in TABS:
-        try:
-            parts.append(getattr(importlib.import_module(module_name), "HEAD", ""))
-        except ModuleNotFoundError:
-            pass
+    parts = [guard.HEAD] + [getattr(importlib.import_module(module_name), "HEAD", "") for _, module_name in TABS]
     return "\n".join(p for p in parts if p)
 
 

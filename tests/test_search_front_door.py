@@ -59,7 +59,7 @@ def test_labels_come_in_turn_from_each_source():
 
 
 def test_weak_matches_are_marked_and_summarised():
-    from ui.search import card_html, hit_markdown, summary_line
+    from ui.search_cards import card_html, hit_markdown, summary_line
     floor = search_view.WEAK_MATCH
     close, weak = hit(floor + 0.2, meta={"label": "dog"}), hit(floor - 0.1, name="audio/x__CoinDrop01.wav")
     assert "weak match" not in card_html(1, close, None) and "Dog".lower() in card_html(1, close, None)
@@ -77,7 +77,7 @@ def test_weak_matches_are_marked_and_summarised():
 
 
 def test_the_index_status_line_counts_rate_and_time_left_then_stops():
-    from ui.search import STALLED_SECONDS, index_line, launch_line
+    from ui.search_cards import STALLED_SECONDS, index_line, launch_line
     from ui.state import BackgroundJob
     info = {"indexed": 10, "clips": 82, "current": False, "model_id": "m"}
     line, seen, polling = index_line(info, {}, now=100.0)

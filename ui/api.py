@@ -34,7 +34,8 @@ from core.store import audio
 
 from core.pipeline import index, search
 from ui import guard
-from ui.search import AUTO_INDEX, caller_role, embedder_for, player_url
+from ui.search import AUTO_INDEX, caller_role, embedder_for
+from ui.search_cards import player_url
 from ui.state import AppState
 
 MAX_K = 50
@@ -105,11 +106,13 @@ def _embedder(state: AppState, model: str):
 
 
 # -- the endpoints -----------------------------------------------------------------------------------------
-def make_endpoints(state: AppState) -> dict:
-    """The four API functions (plain functions: a test can call them without a server)."""
-    ws = state.ws
+class Endpoints:
+    """The four API functions, as methods (plain values in and out: a test can call them without a server)."""
 
-    def search_clips(query: str, k: int = 10, model: str = "active", request: gr.Request = None) -> list[dict]:
+    def __init__(self, state: AppState):
+        self.state, self.ws = state, state.ws
+
+    def search_clips(self, query: str, k: int = 10, model: str = "active", request: gr.Request = None) -> list[dict]:
         """Find clips that sound like a description.
 
         Args:
@@ -122,15 +125,15 @@ def make_endpoints(state: AppState) -> dict:
         if not (query or "").strip():
             raise gr.Error("Give a query: a description of the sound you are looking for.", title="Bad input")
         k = _k(k)
-        embedder = _embedder(state, model)
+        embedder = _embedder(self.state, model)
         try:
-            page = search.search_text(ws, embedder, query.strip(), k=k)
+            page = search.search_text(self.ws, embedder, query.strip(), k=k)
         except (ValueError, KeyError, index.IndexUnavailable) as exc:
             raise _bad_input(exc) from None
         root = base_url(request)
-        return [hit_dict(state, h, root) for h in page.hits]
+        return [hit_dict(self.state, h, root) for h in page.hits]
 
-    def search_audio(file: FileData, k: int = 10, model: str = "active", request: gr.Request = None) -> list[dict]:
+    def search_audio(self, file: FileData, k: int = 10, model: str = "active", request: gr.Request = None) -> list[dict]:
         """Find clips that sound like an uploaded sound (any common audio format).
 
         Args:
@@ -142,15 +145,15 @@ def make_endpoints(state: AppState) -> dict:
         """
         path = _file_path(file)
         k = _k(k)
-        embedder = _embedder(state, model)
+        embedder = _embedder(self.state, model)
         try:
-            page = search.search_audio(ws, embedder, path, k=k)
+            page = search.search_audio(self.ws, embedder, path, k=k)
         except (ValueError, KeyError, index.IndexUnavailable) as exc:
             raise _bad_input(exc) from None
         root = base_url(request)
-        return [hit_dict(state, h, root) for h in page.hits]
+        return [hit_dict(self.state, h, root) for h in page.hits]
 
-    def classify(file_or_clip: FileData | int, labels: list[str] | str, model: str = "active") -> dict[str, float]:
+    def classify(self, file_or_clip: FileData | int, labels: list[str] | str, model: str = "active") -> dict[str, float]:
         """Zero-shot classification of a sound (an upload, or a clip id) among labels you choose.
 
         Args:
@@ -165,16 +168,16 @@ def make_endpoints(state: AppState) -> dict:
             raise gr.Error("Give at least two labels, as a list or separated by commas.", title="Bad input")
         clip_id = _clip_id(file_or_clip)
         path = None if clip_id is not None else _file_path(file_or_clip)
-        embedder = _embedder(state, model)
+        embedder = _embedder(self.state, model)
         try:
-            result = search.classify(ws, embedder, names, clip_id=clip_id, source=path)
+            result = search.classify(self.ws, embedder, names, clip_id=clip_id, source=path)
         except KeyError:
             raise gr.Error(f"There is no indexed clip {clip_id}.", title="Bad input") from None
         except (ValueError, index.IndexUnavailable) as exc:
             raise _bad_input(exc) from None
         return {label: round(p, 6) for label, p in result.ranked()}
 
-    def caption(file: FileData, teacher: str = "embedded") -> dict:
+    def caption(self, file: FileData, teacher: str = "embedded") -> dict:
         """Describe a sound with a teacher (the embedded offline teacher by default).
 
         Args:
@@ -191,7 +194,7 @@ def make_endpoints(state: AppState) -> dict:
                            title="Not allowed")
         try:
             wave, _ = audio.decode(path)
-            chosen = get_teacher(name, ws.settings)
+            chosen = get_teacher(name, self.ws.settings)
         except ValueError as exc:            # unreadable audio, unknown teacher
             raise _bad_input(exc) from None
         wave = wave[:int(CAPTION_SECONDS * audio.SAMPLE_RATE)]
@@ -203,7 +206,11 @@ def make_endpoints(state: AppState) -> dict:
         return {"caption": out.caption, "tags": {t: round(float(s), 4) for t, s in out.tags.items()},
                 "teacher": chosen.identity, "seconds": round(len(wave) / audio.SAMPLE_RATE, 3)}
 
-    return {"search": search_clips, "search_audio": search_audio, "classify": classify, "caption": caption}
+
+def make_endpoints(state: AppState) -> dict:
+    """The four API functions by api_name."""
+    ep = Endpoints(state)
+    return {"search": ep.search_clips, "search_audio": ep.search_audio, "classify": ep.classify, "caption": ep.caption}
 
 
 def build(state: AppState) -> None:

@@ -102,34 +102,52 @@ def protect(demo: gr.Blocks, policy: AccessPolicy) -> Protection:
 def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dict[str, str],
            identity: list[int]) -> Callable:
     fn = block_fn.fn
-    signature = _signature(fn)
-    silent = block_fn.api_visibility == "private"     # page plumbing: refuse quietly, no error toasts
-    n_outputs = len(block_fn.outputs)
+    gate = _Gate(policy, key, needed, arg_rules, identity, _signature(fn),
+                 silent=block_fn.api_visibility == "private",     # page plumbing: refuse quietly, no error toasts
+                 n_outputs=len(block_fn.outputs))
+    guarded = _wrap(fn, gate)
+    guarded._hearsay_guarded = True
+    guarded._hearsay_needs = needed
+    return guarded
 
-    def gate(args: tuple, kwargs: dict):
+
+@dataclass
+class _Gate:
+    """The check one event's function goes through before it runs."""
+    policy: AccessPolicy
+    key: str
+    needed: str
+    arg_rules: dict[str, str]
+    identity: list[int]
+    signature: inspect.Signature | None
+    silent: bool
+    n_outputs: int
+
+    def __call__(self, args: tuple, kwargs: dict):
         """(args, kwargs, None) to go ahead, or (…, outputs) to answer without running."""
+        policy, key, needed = self.policy, self.key, self.needed
         request = LocalContext.request.get(None)
         user = access.user_of(request)
         try:
             role = access.check(policy, request, key, needed)
-            if arg_rules and signature is not None:
-                given = signature.bind_partial(*args, **kwargs).arguments
-                for param, param_needed in arg_rules.items():
+            if self.arg_rules and self.signature is not None:
+                given = self.signature.bind_partial(*args, **kwargs).arguments
+                for param, param_needed in self.arg_rules.items():
                     if _filled(given.get(param)) and not access.allows(role, param_needed):
                         raise AccessDenied(key, param_needed, role, user, param=param, can_sign_in=policy.login)
         except AccessDenied as exc:
             log.warning("denied", extra={"event": key, "user": user, "role": exc.role, "needed": exc.needed,
                                          **({"argument": exc.param} if exc.param else {})})
-            if silent:
-                return args, kwargs, _skip(n_outputs)
+            if self.silent:
+                return args, kwargs, _skip(self.n_outputs)
             if not from_api_client(request):
                 # in the page: one warning toast, every output left as it was (no "Error" badge on each)
                 gr.Warning(str(exc), title="Not allowed")
-                return args, kwargs, _skip(n_outputs)
+                return args, kwargs, _skip(self.n_outputs)
             raise gr.Error(str(exc), title="Not allowed", print_exception=False) from None
-        if identity and policy.enabled and user is not None:
+        if self.identity and policy.enabled and user is not None:
             args = list(args)
-            for i in identity:
+            for i in self.identity:
                 if i < len(args):
                     args[i] = user
             args = tuple(args)
@@ -138,13 +156,16 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
                                      "role": role})
         return args, kwargs, None
 
-    def mistake(exc: gr.Error) -> gr.Error:
+    def mistake(self, exc: gr.Error) -> gr.Error:
         """A gr.Error is the tab telling the user what to fix: one log line, no traceback on the console."""
         exc.print_exception = False
-        log.info("refused input", extra={"event": key, "user": access.user_of(LocalContext.request.get(None)),
+        log.info("refused input", extra={"event": self.key, "user": access.user_of(LocalContext.request.get(None)),
                                          "reason": str(getattr(exc, "message", exc))})
         return exc
 
+
+def _wrap(fn: Callable, gate: _Gate) -> Callable:
+    """`fn` behind `gate`, of the same kind (Gradio treats generators and coroutines apart)."""
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def guarded(*args, **kwargs):
@@ -156,7 +177,7 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
                 async for item in fn(*args, **kwargs):
                     yield item
             except gr.Error as exc:
-                raise mistake(exc)
+                raise gate.mistake(exc)
     elif inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def guarded(*args, **kwargs):
@@ -166,7 +187,7 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
             try:
                 return await fn(*args, **kwargs)
             except gr.Error as exc:
-                raise mistake(exc)
+                raise gate.mistake(exc)
     elif inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def guarded(*args, **kwargs):
@@ -177,7 +198,7 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
             try:
                 yield from fn(*args, **kwargs)
             except gr.Error as exc:
-                raise mistake(exc)
+                raise gate.mistake(exc)
     else:
         @functools.wraps(fn)
         def guarded(*args, **kwargs):
@@ -187,9 +208,7 @@ def _guard(block_fn, policy: AccessPolicy, key: str, needed: str, arg_rules: dic
             try:
                 return fn(*args, **kwargs)
             except gr.Error as exc:
-                raise mistake(exc)
-    guarded._hearsay_guarded = True
-    guarded._hearsay_needs = needed
+                raise gate.mistake(exc)
     return guarded
 
 

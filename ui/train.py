@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
@@ -180,150 +182,173 @@ def base_model_choices(state: AppState) -> list[str]:
     return choices(state.ws, "shipped", "fresh", shipped=False)
 
 
+def _picked(run_id) -> int:
+    """The picked run's id; without one, a message that asks for it."""
+    if run_id in (None, ""):
+        raise gr.Error("Pick a run first.")
+    return int(run_id)
+
+
+class TrainEvents:
+    """The Train tab's event handlers: the values the page sends in, what it shows out."""
+
+    def __init__(self, state: AppState):
+        self.state = state
+
+    def do_launch(self, base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v,
+                  pat_v, layers_v, sources_v, keep_v="last", backbone_kind_v="embedded", backbone_id_v=""):
+        return launch(self.state, base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v,
+                      valf_v, pat_v, layers_v, sources_v, keep_v, backbone_kind_v, backbone_id_v)
+
+    def do_cancel(self, run_id):
+        run = jobs.cancel(self.state.ws, _picked(run_id))
+        return f"Run {run.id}: {run.status}. Its last checkpoint (if an epoch finished) stays usable."
+
+    def do_resume(self, run_id):
+        run_id = _picked(run_id)
+        try:
+            run = jobs.resume(self.state.ws, run_id)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise gr.Error(str(exc))
+        return f"Resumed run {run.id} (process {run.pid})."
+
+    def do_activate(self, run_id):
+        run_id = _picked(run_id)
+        try:
+            model_id = jobs.promote(self.state.ws, run_id)
+        except FileNotFoundError as exc:
+            raise gr.Error(str(exc))
+        return f"`{model_id}` is now the active model: search and the map use it.", \
+            gr.update(choices=base_model_choices(self.state))
+
+    def do_compare(self, run_id, folder, progress=gr.Progress()):
+        run_id = _picked(run_id)
+        try:
+            result = compare_run(self.state.ws, run_id, folder or None, progress=reporter(progress))
+        except CompareError as exc:
+            raise gr.Error(str(exc))
+        return comparison_markdown(result), comparison_table(result)
+
+    def show_admin_controls(self, request: gr.Request):
+        return gr.update(visible=allows(self.state.role(request), ADMIN))
+
+    def tick(self, run_id):
+        return (*watch(self.state, run_id), runs_table(self.state))
+
+
+# -- the tab: layout in sections (each adds its components to `c`), then the wiring ------------------
+
+def _settings_column(c: SimpleNamespace, state: AppState) -> None:
+    with gr.Column(scale=1):
+        gr.Markdown("### Data")
+        c.sources = gr.Dropdown(label="Sources (empty: all)", choices=state.ws.catalog.sources(), multiselect=True,
+                                value=[])
+        c.unreviewed = gr.Slider(0, 1, value=DEFAULTS.unreviewed_weight, step=0.05,
+                                 label="Weight of unreviewed teacher captions (0 = reviewed only)")
+        c.val_fraction = gr.Slider(0, 0.5, value=DEFAULTS.val_fraction, step=0.05,
+                                   label="Validation share (split by recording)")
+        c.data_info = gr.Markdown()
+        gr.Markdown("### Model and loss")
+        c.base = gr.Dropdown(label="Start from", choices=base_model_choices(state), value=DEFAULTS.base_model,
+                             allow_custom_value=True)
+        c.loss = gr.Radio(["infonce", "soft"], value=DEFAULTS.loss, label="Loss",
+                          info="soft: targets (1-β)·I + β·caption similarity; infonce: plain symmetric InfoNCE")
+        c.beta = gr.Slider(0, 0.9, value=DEFAULTS.beta, step=0.05, label="β (soft loss)")
+        c.distill = gr.Slider(0, 3, value=DEFAULTS.distill, step=0.25,
+                              label="Distillation weight (pull each clip onto its caption's point)")
+        c.text_layers = gr.Slider(0, 6, value=0, step=1,
+                                  label="MiniLM layers to fine-tune (0 = as the base model: frozen by default)")
+        with gr.Row():
+            c.backbone_kind = gr.Dropdown(list(jobs.BACKBONE_KINDS), value="embedded", label="Student backbone",
+                                          scale=1, info="embedded: the shipped student; clap / combine: "
+                                          "fine-tune a pretrained pair (a GPU helps)")
+            c.backbone_id = gr.Textbox("", label="Backbone id (hub owner/name or folder)", scale=2, visible=False,
+                                       interactive=False)
+        with gr.Accordion("Hyper-parameters", open=False):
+            c.epochs = gr.Number(value=DEFAULTS.epochs, precision=0, minimum=1, label="Epochs")
+            c.batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=2, label="Batch size")
+            c.lr = gr.Number(value=DEFAULTS.lr, label="Learning rate (MLP, log-mel branch)")
+            c.prior_lr = gr.Number(value=DEFAULTS.prior_lr, label="Learning rate (class-name prior, projection)")
+            c.keep = gr.Radio(["last", "best"], value=DEFAULTS.keep, label="Checkpoint to keep",
+                              info="last: the final epoch; best: best validation recall, with early stopping")
+            c.patience = gr.Number(value=DEFAULTS.patience, precision=0, minimum=0,
+                                   label="Early-stopping patience (epochs, 0 = off; with 'best')")
+        with gr.Row():
+            c.launch_btn = gr.Button("Launch", variant="primary")
+        c.launch_msg = gr.Markdown()
+
+
+def _runs_column(c: SimpleNamespace, state: AppState) -> None:
+    with gr.Column(scale=2):
+        gr.Markdown("### Runs")
+        with gr.Row():
+            c.run_pick = gr.Dropdown(label="Run", choices=[], value=None, allow_custom_value=True)
+            c.cancel_btn = gr.Button("Cancel run", variant="stop")
+            c.resume_btn = gr.Button("Resume")
+            c.activate_btn = gr.Button("Make active")
+        c.status = gr.Markdown("No run selected.")
+        with gr.Accordion("Compare with the active model", open=True):
+            gr.Markdown("Both models on the run's held-out recordings (text→audio recall; zero-shot where "
+                        "clips carry labels) and, optionally, on a labelled folder.")
+            with gr.Row():
+                # a path on the server: admins only (core/auth/access.py ARGUMENT_RULES); shown to them on load
+                c.compare_folder = gr.Textbox(label="Labelled folder on the server (optional)", scale=3,
+                                              placeholder="/path/to/folder with meta.csv (filename, label)",
+                                              visible=not state.policy.enabled, elem_id="train-compare-folder")
+                c.compare_btn = gr.Button("Compare", variant="primary", scale=1, elem_id="train-compare")
+            c.compare_note = gr.Markdown(elem_id="train-compare-note")
+            c.compare_table = gr.Dataframe(value=pd.DataFrame(columns=COMPARE_COLUMNS), interactive=False,
+                                           elem_id="train-compare-table")
+            with gr.Row():
+                c.compare_activate_btn = gr.Button("Make this model active", scale=0, min_width=260, size="md")
+                c.compare_msg = gr.Markdown()
+        with gr.Row():
+            c.loss_plot = gr.Plot(label="Loss")
+            c.recall_plot = gr.Plot(label="Validation")
+        c.log = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, interactive=False)
+        # empty until an annotator's page loads (the load below): build-time values are in /config
+        c.runs = gr.Dataframe(value=pd.DataFrame(columns=RUN_COLUMNS), interactive=False, wrap=True, max_height=260)
+        c.refresh_btn = gr.Button("Refresh", size="sm")
+
+
 def build(state: AppState) -> None:
     device, cpu_only = jobs.device_summary()
     gr.Markdown(f"**Training device:** {device}" + (
         "\n\n⚠️ Only a CPU is present. The default student trains on cached tagger features and needs "
         "minutes on a CPU; fine-tuning MiniLM layers or large data wants a GPU." if cpu_only else ""))
+    c = SimpleNamespace()
     with gr.Row():
-        with gr.Column(scale=1):
-            gr.Markdown("### Data")
-            sources = gr.Dropdown(label="Sources (empty: all)", choices=state.ws.catalog.sources(), multiselect=True,
-                                  value=[])
-            unreviewed = gr.Slider(0, 1, value=DEFAULTS.unreviewed_weight, step=0.05,
-                                   label="Weight of unreviewed teacher captions (0 = reviewed only)")
-            val_fraction = gr.Slider(0, 0.5, value=DEFAULTS.val_fraction, step=0.05,
-                                     label="Validation share (split by recording)")
-            data_info = gr.Markdown()
-            gr.Markdown("### Model and loss")
-            base = gr.Dropdown(label="Start from", choices=base_model_choices(state), value=DEFAULTS.base_model,
-                               allow_custom_value=True)
-            loss = gr.Radio(["infonce", "soft"], value=DEFAULTS.loss, label="Loss",
-                            info="soft: targets (1-β)·I + β·caption similarity; infonce: plain symmetric InfoNCE")
-            beta = gr.Slider(0, 0.9, value=DEFAULTS.beta, step=0.05, label="β (soft loss)")
-            distill = gr.Slider(0, 3, value=DEFAULTS.distill, step=0.25,
-                                label="Distillation weight (pull each clip onto its caption's point)")
-            text_layers = gr.Slider(0, 6, value=0, step=1, label="MiniLM layers to fine-tune (0 = as the base model: frozen by default)")
-            with gr.Row():
-                backbone_kind = gr.Dropdown(list(jobs.BACKBONE_KINDS), value="embedded", label="Student backbone",
-                                            scale=1, info="embedded: the shipped student; clap / combine: "
-                                            "fine-tune a pretrained pair (a GPU helps)")
-                backbone_id = gr.Textbox("", label="Backbone id (hub owner/name or folder)", scale=2, visible=False,
-                                         interactive=False)
-            with gr.Accordion("Hyper-parameters", open=False):
-                epochs = gr.Number(value=DEFAULTS.epochs, precision=0, minimum=1, label="Epochs")
-                batch = gr.Number(value=DEFAULTS.batch_size, precision=0, minimum=2, label="Batch size")
-                lr = gr.Number(value=DEFAULTS.lr, label="Learning rate (MLP, log-mel branch)")
-                prior_lr = gr.Number(value=DEFAULTS.prior_lr, label="Learning rate (class-name prior, projection)")
-                keep = gr.Radio(["last", "best"], value=DEFAULTS.keep, label="Checkpoint to keep",
-                                info="last: the final epoch; best: best validation recall, with early stopping")
-                patience = gr.Number(value=DEFAULTS.patience, precision=0, minimum=0,
-                                     label="Early-stopping patience (epochs, 0 = off; with 'best')")
-            with gr.Row():
-                launch_btn = gr.Button("Launch", variant="primary")
-            launch_msg = gr.Markdown()
-        with gr.Column(scale=2):
-            gr.Markdown("### Runs")
-            with gr.Row():
-                run_pick = gr.Dropdown(label="Run", choices=[], value=None, allow_custom_value=True)
-                cancel_btn = gr.Button("Cancel run", variant="stop")
-                resume_btn = gr.Button("Resume")
-                activate_btn = gr.Button("Make active")
-            status = gr.Markdown("No run selected.")
-            with gr.Accordion("Compare with the active model", open=True):
-                gr.Markdown("Both models on the run's held-out recordings (text→audio recall; zero-shot where "
-                            "clips carry labels) and, optionally, on a labelled folder.")
-                with gr.Row():
-                    # a path on the server: admins only (core/auth/access.py ARGUMENT_RULES); shown to them on load
-                    compare_folder = gr.Textbox(label="Labelled folder on the server (optional)", scale=3,
-                                                placeholder="/path/to/folder with meta.csv (filename, label)",
-                                                visible=not state.policy.enabled, elem_id="train-compare-folder")
-                    compare_btn = gr.Button("Compare", variant="primary", scale=1, elem_id="train-compare")
-                compare_note = gr.Markdown(elem_id="train-compare-note")
-                compare_table = gr.Dataframe(value=pd.DataFrame(columns=COMPARE_COLUMNS), interactive=False,
-                                             elem_id="train-compare-table")
-                with gr.Row():
-                    compare_activate_btn = gr.Button("Make this model active", scale=0, min_width=260, size="md")
-                    compare_msg = gr.Markdown()
-            with gr.Row():
-                loss_plot = gr.Plot(label="Loss")
-                recall_plot = gr.Plot(label="Validation")
-            log = gr.Textbox(label="Log (tail)", lines=10, max_lines=10, autoscroll=True, interactive=False)
-            # empty until an annotator's page loads (the load below): build-time values are in /config
-            runs = gr.Dataframe(value=pd.DataFrame(columns=RUN_COLUMNS), interactive=False, wrap=True, max_height=260)
-            refresh_btn = gr.Button("Refresh", size="sm")
-    timer = gr.Timer(2.0)
+        _settings_column(c, state)
+        _runs_column(c, state)
+    c.timer = gr.Timer(2.0)
+    ev = TrainEvents(state)
+    settings_inputs = [c.base, c.loss, c.beta, c.distill, c.epochs, c.batch, c.lr, c.prior_lr, c.unreviewed,
+                       c.val_fraction, c.patience, c.text_layers, c.sources, c.keep, c.backbone_kind, c.backbone_id]
 
-    settings_inputs = [base, loss, beta, distill, epochs, batch, lr, prior_lr, unreviewed, val_fraction, patience,
-                       text_layers, sources, keep, backbone_kind, backbone_id]
-
-    def do_launch(base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v, pat_v,
-                  layers_v, sources_v, keep_v="last", backbone_kind_v="embedded", backbone_id_v=""):
-        return launch(state, base_v, loss_v, beta_v, distill_v, epochs_v, batch_v, lr_v, prior_lr_v, unrev_v, valf_v,
-                      pat_v, layers_v, sources_v, keep_v, backbone_kind_v, backbone_id_v)
-
-    def do_cancel(run_id):
-        if run_id in (None, ""):
-            raise gr.Error("Pick a run first.")
-        run = jobs.cancel(state.ws, int(run_id))
-        return f"Run {run.id}: {run.status}. Its last checkpoint (if an epoch finished) stays usable."
-
-    def do_resume(run_id):
-        if run_id in (None, ""):
-            raise gr.Error("Pick a run first.")
-        try:
-            run = jobs.resume(state.ws, int(run_id))
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise gr.Error(str(exc))
-        return f"Resumed run {run.id} (process {run.pid})."
-
-    def do_activate(run_id):
-        if run_id in (None, ""):
-            raise gr.Error("Pick a run first.")
-        try:
-            model_id = jobs.promote(state.ws, int(run_id))
-        except FileNotFoundError as exc:
-            raise gr.Error(str(exc))
-        return f"`{model_id}` is now the active model: search and the map use it.", \
-            gr.update(choices=base_model_choices(state))
-
-    def do_compare(run_id, folder, progress=gr.Progress()):
-        if run_id in (None, ""):
-            raise gr.Error("Pick a run first.")
-        try:
-            result = compare_run(state.ws, int(run_id), folder or None, progress=reporter(progress))
-        except CompareError as exc:
-            raise gr.Error(str(exc))
-        return comparison_markdown(result), comparison_table(result)
-
-    def show_admin_controls(request: gr.Request):
-        return gr.update(visible=allows(state.role(request), ADMIN))
-
-    def tick(run_id):
-        return (*watch(state, run_id), runs_table(state))
-
-    launch_btn.click(do_launch, settings_inputs, [launch_msg, run_pick], api_name="train_launch",
-                     concurrency_limit=1)
+    c.launch_btn.click(ev.do_launch, settings_inputs, [c.launch_msg, c.run_pick], api_name="train_launch",
+                       concurrency_limit=1)
     # a lambda: page events of this tab are classified by that name (core/auth/access.py PAGE_EVENTS)
-    backbone_kind.change(lambda k: backbone_box(k), [backbone_kind], [backbone_id], api_name=False)
-    cancel_btn.click(do_cancel, [run_pick], [launch_msg], api_name="train_cancel")
-    resume_btn.click(do_resume, [run_pick], [launch_msg], api_name="train_resume")
-    activate_btn.click(do_activate, [run_pick], [launch_msg, base], api_name="train_make_active")
-    run_pick.change(lambda r: watch(state, r), [run_pick], [status, loss_plot, recall_plot, log],
-                    api_name="train_watch")
-    run_pick.change(lambda: ("", pd.DataFrame(columns=COMPARE_COLUMNS), ""), None,
-                    [compare_note, compare_table, compare_msg], api_name=False)   # an old run's numbers go
-    compare_btn.click(do_compare, [run_pick, compare_folder], [compare_note, compare_table], api_name="train_compare",
-                      **one_bar(compare_table))
-    compare_activate_btn.click(do_activate, [run_pick], [compare_msg, base], api_name="train_compare_make_active")
-    refresh_btn.click(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name="train_refresh")
-    timer.tick(tick, [run_pick], [status, loss_plot, recall_plot, log, runs], api_name=False,
-               show_progress="hidden")
-    for comp in (unreviewed, sources):
-        comp.change(lambda u, s: data_markdown(state, u, s), [unreviewed, sources], [data_info], api_name=False)
+    c.backbone_kind.change(lambda k: backbone_box(k), [c.backbone_kind], [c.backbone_id], api_name=False)
+    c.cancel_btn.click(ev.do_cancel, [c.run_pick], [c.launch_msg], api_name="train_cancel")
+    c.resume_btn.click(ev.do_resume, [c.run_pick], [c.launch_msg], api_name="train_resume")
+    c.activate_btn.click(ev.do_activate, [c.run_pick], [c.launch_msg, c.base], api_name="train_make_active")
+    c.run_pick.change(lambda r: watch(state, r), [c.run_pick], [c.status, c.loss_plot, c.recall_plot, c.log],
+                      api_name="train_watch")
+    c.run_pick.change(lambda: ("", pd.DataFrame(columns=COMPARE_COLUMNS), ""), None,
+                      [c.compare_note, c.compare_table, c.compare_msg], api_name=False)   # an old run's numbers go
+    c.compare_btn.click(ev.do_compare, [c.run_pick, c.compare_folder], [c.compare_note, c.compare_table],
+                        api_name="train_compare", **one_bar(c.compare_table))
+    c.compare_activate_btn.click(ev.do_activate, [c.run_pick], [c.compare_msg, c.base],
+                                 api_name="train_compare_make_active")
+    watched = [c.status, c.loss_plot, c.recall_plot, c.log, c.runs]
+    c.refresh_btn.click(ev.tick, [c.run_pick], watched, api_name="train_refresh")
+    c.timer.tick(ev.tick, [c.run_pick], watched, api_name=False, show_progress="hidden")
+    for comp in (c.unreviewed, c.sources):
+        comp.change(lambda u, s: data_markdown(state, u, s), [c.unreviewed, c.sources], [c.data_info],
+                    api_name=False)
     root = gr.context.Context.root_block
     if root is not None:
         root.load(lambda u, s: (data_markdown(state, u, s), gr.update(choices=state.ws.catalog.sources()),
                                 gr.update(choices=run_choices(state)), runs_table(state)),
-                  [unreviewed, sources], [data_info, sources, run_pick, runs], api_name=False)
-        root.load(show_admin_controls, None, [compare_folder], api_name=False)
+                  [c.unreviewed, c.sources], [c.data_info, c.sources, c.run_pick, c.runs], api_name=False)
+        root.load(ev.show_admin_controls, None, [c.compare_folder], api_name=False)

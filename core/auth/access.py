@@ -92,23 +92,24 @@ PERMISSIONS: dict[str, str] = {
 # the event before it needed, so chained page events need no entry.
 PAGE_EVENTS: dict[str, str] = {
     "ui.library:build.<locals>.<lambda>": VISITOR,          # delete-confirm toggles
-    "ui.library:build.<locals>.refilter": VISITOR,          # filters (what each role reads: core/auth/published.py)
-    "ui.library:build.<locals>.on_load": VISITOR,           # page load
-    "ui.library:build.<locals>.turn.<locals>.go": VISITOR,  # previous / next page
-    "ui.library:build.<locals>.on_select": VISITOR,
-    "ui.map:build.<locals>.show_editor_row": VISITOR,      # page load: the send-to-review buttons, editors only
+    "ui.library:LibraryEvents.refilter": VISITOR,           # filters (what each role reads: core/auth/published.py)
+    "ui.library:LibraryEvents.on_load": VISITOR,            # page load
+    "ui.library:LibraryEvents.prev_page": VISITOR,          # previous / next page
+    "ui.library:LibraryEvents.next_page": VISITOR,
+    "ui.library:LibraryEvents.on_select": VISITOR,
+    "ui.map:MapEvents.show_editor_row": VISITOR,            # page load: the send-to-review buttons, editors only
     "ui.captions:build.<locals>.<lambda>": ANNOTATOR,       # filters
-    "ui.captions:build.<locals>.on_select": ANNOTATOR,
-    "ui.captions:build.<locals>.fill": ANNOTATOR,           # page load: the tables (empty in /config)
-    "ui.review:build.<locals>.whoami": ANNOTATOR,
-    "ui.review:build.<locals>.<lambda>": ANNOTATOR,         # remember the annotator's name
-    "ui.review:build.<locals>.revert_clicked": ANNOTATOR,
-    "ui.review:build.<locals>.history_toggle.<locals>.handler": ANNOTATOR,
-    "ui.train:build.<locals>.tick": ANNOTATOR,              # the live-curves timer
+    "ui.captions:CaptionsEvents.on_select": ANNOTATOR,
+    "ui.captions:CaptionsEvents.fill": ANNOTATOR,           # page load: the tables (empty in /config)
+    "ui.review:ReviewEvents.whoami": ANNOTATOR,
+    "ui.review:_wire.<locals>.<lambda>": ANNOTATOR,         # remember the annotator's name
+    "ui.review:ReviewEvents.revert_clicked": ANNOTATOR,
+    "ui.review:ReviewEvents.history_closed": ANNOTATOR,
+    "ui.train:TrainEvents.tick": ANNOTATOR,                 # the live-curves timer
     "ui.train:build.<locals>.<lambda>": ANNOTATOR,          # data summary, page load
-    "ui.train:build.<locals>.show_admin_controls": ANNOTATOR,  # page load: the server-folder box, admins only
-    "ui.search:build.<locals>.tick": VISITOR,               # the index status line (timer, after a search)
-    "ui.search:build.<locals>.on_load": VISITOR,            # page load: chips, models, what the role may use
+    "ui.train:TrainEvents.show_admin_controls": ANNOTATOR,  # page load: the server-folder box, admins only
+    "ui.search:SearchEvents.tick": VISITOR,                 # the index status line (timer, after a search)
+    "ui.search:SearchEvents.on_load": VISITOR,              # page load: chips, models, what the role may use
     "app:blank_empty_number_boxes.<locals>.<lambda>": VISITOR,  # page load: empty id boxes drawn empty, not 0
 }
 
