@@ -267,14 +267,6 @@ def _record(ws: Workspace, item: _Item, d: _Decoded) -> FileResult:
     return FileResult(item.name, "imported", f"{d.duration:.1f} s, {len(wins)} clip(s)", rec.id, len(wins))
 
 
-def import_one(ws: Workspace, item: _Item) -> FileResult:
-    try:
-        prepared = _prepare(ws, item)
-        return prepared if isinstance(prepared, FileResult) else _record(ws, item, prepared)
-    except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-        return FileResult(item.name, "error", f"{type(exc).__name__}: {exc}")
-
-
 def import_paths(ws: Workspace, paths: Iterable[str | Path], *, source: str | None = None,
                  progress: Progress | None = None, cancel: threading.Event | None = None,
                  workers: int = 2) -> ImportReport:
