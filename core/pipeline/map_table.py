@@ -129,14 +129,9 @@ class SendReport:
     missing: list[int] = field(default_factory=list)        # no such clip (deleted meanwhile)
 
     def summary(self) -> str:
-        text = f"{len(self.sent)} sent to review"
-        if self.already_pending:
-            text += f", {len(self.already_pending)} already pending"
-        if self.missing:
-            text += f", {len(self.missing)} no longer in the catalogue"
-        if self.conflicts:
-            text += f", {len(self.conflicts)} changed by someone else meanwhile (left as they are)"
-        return text
+        others = ((self.already_pending, "already pending"), (self.missing, "no longer in the catalogue"),
+                  (self.conflicts, "changed by someone else meanwhile (left as they are)"))
+        return ", ".join([f"{len(self.sent)} sent to review"] + [f"{len(ids)} {what}" for ids, what in others if ids])
 
 
 def send_to_review(ws: "Workspace", clip_ids: Sequence[int], *, annotator: str | None = None,
