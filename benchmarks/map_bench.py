@@ -5,7 +5,7 @@
 Synthetic points: a mixture of 30 Gaussian clusters in `dim` dimensions, L2-normalised like a
 model's embeddings. Timed in one fresh process, as the app meets them:
 - import: loading umap-learn (numba kernels come from numba's on-disk cache after the first run);
-- project 2D: `core.pipeline.projection.project` end to end (exact kNN, UMAP layout, HDBSCAN, cache write);
+- project 2D: `core.pipeline.map_layout.project` end to end (exact kNN, UMAP layout, HDBSCAN, cache write);
 - cached: the same call again (a map already drawn once, e.g. after an app restart);
 - figure: building the plotly figure for all points;
 - with --full also 3D and an unseeded (parallel, non-reproducible) 2D layout.
@@ -51,7 +51,7 @@ def main() -> int:
     import numpy as np
     import pandas as pd
 
-    from core.pipeline import projection
+    from core.pipeline import map_layout, projection
     from core.pipeline.projection import ProjectionParams
 
     ids, x, labels = synthetic(n, args.dim)
@@ -59,7 +59,7 @@ def main() -> int:
                     "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 1)}
 
     t = time.perf_counter()
-    with projection._umap():
+    with map_layout._umap():
         pass
     result["import_umap_s"] = round(time.perf_counter() - t, 2)
 
