@@ -125,3 +125,16 @@ def test_atomic_dir_swaps_a_whole_folder(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in folder.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_copy_dir_atomic_leaves_out_ignored_files(tmp_path):
+    import shutil
+    src = tmp_path / "last"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"w")
+    (src / "trainer_state.pt").write_bytes(b"s")
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "older.txt").write_text("old")
+    files.copy_dir_atomic(src, tmp_path / "best", ignore=shutil.ignore_patterns("trainer_state.pt"))
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last"]

@@ -20,6 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from core.store.files import copy_dir_atomic
+
 STATE_NAME = "trainer_state.pt"
 
 
@@ -188,9 +190,7 @@ def save(state: TrainState, epoch: int, improved: bool) -> None:
     save_last(state.raw, card, state.run_dir, state.optimizer, state.scheduler, epoch, state.step, state.best,
               state.bad)
     if improved:
-        shutil.copytree(state.run_dir / "last", state.run_dir / "best.tmp", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(STATE_NAME))
-        swap(state.run_dir / "best.tmp", state.run_dir / "best")
+        copy_dir_atomic(state.run_dir / "last", state.run_dir / "best", ignore=shutil.ignore_patterns(STATE_NAME))
 
 
 def fit(state: TrainState) -> TrainResult:
@@ -229,9 +229,7 @@ def register_checkpoint(ws, folder: Path, run_id: int | None, metrics: dict) -> 
     model_id = json.loads((folder / "config.json").read_text())["model_id"]
     target = ws.models_dir / model_id
     if not target.exists():
-        shutil.copytree(folder, target.with_name(target.name + ".tmp"), dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(STATE_NAME))
-        swap(target.with_name(target.name + ".tmp"), target)
+        copy_dir_atomic(folder, target, ignore=shutil.ignore_patterns(STATE_NAME))
     ws.catalog.register_model(model_id, str(target), run_id=run_id, metrics=metrics)
     return model_id, target
 
@@ -266,11 +264,6 @@ def load_state(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def swap(src: Path, dst: Path) -> None:
-    from core.store.files import replace_dir
-    replace_dir(src, dst)
 
 
 def broadcast(value, accelerator):

@@ -69,6 +69,12 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old)
 
 
+def copy_dir_atomic(src: Path, dst: Path, ignore=None) -> None:
+    """Copy folder `src` to `dst` through atomic_dir (`ignore`: as shutil.copytree's)."""
+    with atomic_dir(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=ignore)
+
+
 @contextmanager
 def atomic_dir(folder: Path) -> Iterator[Path]:
     """Yield a fresh `<folder>.tmp` to fill; when the block ends it replaces `folder` (replace_dir)."""
