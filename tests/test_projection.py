@@ -287,6 +287,25 @@ def test_send_to_review_requeues_without_overwriting(tone_ws):
     assert report.conflicts == [done] and ws.catalog.get_review(done).status == "rejected"
 
 
+def test_sent_back_clips_are_review_decisions(tone_ws):
+    """Sending back goes through the review workflow: the history lists it, its sender can undo it,
+    and in overlap review it still puts the clip itself back in everyone's queue."""
+    from core.pipeline import review
+
+    ws = tone_ws
+    clip = clip_named(ws, "high_02.wav")
+    review.accept(ws.catalog, clip, "ann", 0)
+    assert projection.send_to_review(ws, [clip], annotator="ann").sent == [clip]
+    assert review.history(ws.catalog, clip)[-1]["action"] == "send-to-review"
+    assert review.undo(ws.catalog, clip, "ann", ws.catalog.get_review(clip).version).review.status == "accepted"
+
+    review.set_overlap(ws.catalog, 2)
+    other = clip_named(ws, "high_05.wav")
+    ws.catalog.save_review(other, status="accepted", expected_version=0, annotator="lead")
+    assert projection.send_to_review(ws, [other]).sent == [other]
+    assert ws.catalog.get_review(other).status == "pending"
+
+
 def test_cli_writes_standalone_html(tone_ws, no_index, tmp_path, capsys):
     from core.__main__ import main
 
