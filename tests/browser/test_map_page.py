@@ -9,7 +9,7 @@ import pytest
 from core.store.catalog import ClipQuery
 
 # Where a captioned clip's dot is on screen, from the drawn Plotly figure (axis l2p + plot offset + div position),
-# and what it should show: its clip id and its caption (customdata, see core/projection._hover).
+# and what it should show: its clip id and its caption (customdata, see core/pipeline/map_plots._hover).
 FIRST_POINT = """(plot) => {
   const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
   const dots = plot._fullData.filter((t) => t.customdata && t.mode === 'markers' && !t.name.includes('caption'));
