@@ -35,18 +35,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.search_bench import QUERIES  # noqa: E402
-
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# search_bench also sets the offline / passive-OpenMP environment the app's subprocess inherits
+from benchmarks.search_bench import QUERIES, SHARED_DATA  # noqa: E402
 REQUEST_TIMEOUT = 120.0            # seconds one search may take before it counts as an error
 START_TIMEOUT = 180.0              # seconds the app may take to answer its first page
 SEARCH = "search_text"
