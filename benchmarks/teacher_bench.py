@@ -28,16 +28,13 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEFAULT_SETS = ["kitchen20", "jt_booth_sounds", "medley_solos_small", "ovos_animals", "fsdd"]
 
 
-def label_prompt(label: str) -> str:
-    return f"the sound of {label.replace('-', ' ').replace('_', ' ')}"
-
-
 def zero_shot_accuracy(captions: list[str], labels: list[str]) -> float:
     """Share of captions nearest (MiniLM cosine) to their own label's prompt among the set's labels."""
     from core.models.text_encoder import encode
+    from core.models.zero_shot import prompt    # the one label → prompt rule (search, evaluation, training)
 
     classes = sorted(set(labels))
-    prompts = encode([label_prompt(c) for c in classes])
+    prompts = encode([prompt(c) for c in classes])
     caps = encode(captions)
     predicted = np.argmax(caps @ prompts.T, axis=1)
     truth = np.array([classes.index(lab) for lab in labels])

@@ -28,7 +28,7 @@ HEAD = """
 (() => {
   if (window.hearsayMapBridge) return;
   window.hearsayMapBridge = true;
-  // customdata[0] of every map point is its clip id (core/projection._hover)
+  // customdata[0] of every map point is its clip id (core/pipeline/map_plots._hover)
   const clipIds = (ev) => [...new Set(((ev && ev.points) || [])
       .map((p) => p.customdata && p.customdata[0]).filter((v) => v != null).map(String))];
   function send(ids) {
@@ -99,7 +99,7 @@ class MapEvents:
             data = projection.build_map(self.ws, model_ or "active", params, outlier_z=float(z_),
                                         progress=lambda f, m: progress(f, desc=f"Drawing the map: {m}"),
                                         public=self.is_public(request))
-        except (ValueError, KeyError, ModuleNotFoundError) as exc:
+        except (ValueError, KeyError) as exc:
             raise gr.Error(str(exc)) from exc
         chosen = color_ if color_ in data.fields else data.default_color()
         return (data, projection.figure(data, chosen, highlight_outliers=highlight_),
@@ -182,7 +182,7 @@ class MapEvents:
                                            progress=lambda f, m: progress(f, desc=f"Comparing: {m}"))
             fig = projection.compare_figure(a, b, color_ if color_ in a.fields else a.default_color(),
                                             highlight_outliers=highlight_)
-        except (ValueError, KeyError, ModuleNotFoundError) as exc:
+        except (ValueError, KeyError) as exc:
             raise gr.Error(str(exc)) from exc
         return fig, f"**Before** {a.note}  \n**After** {b.note}"
 

@@ -122,10 +122,6 @@ def onnx_export_for(folder: Path, device: str = "cpu") -> Path | None:
     found = find_export(folder)
     if found is None:
         return None
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return None
     return found / CONFIG_NAME
 
 

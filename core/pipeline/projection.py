@@ -84,13 +84,9 @@ class MapUnavailable(ValueError):
 
 
 def _index_module():
-    """core.pipeline.index when it is installed (it owns the vector store), else None."""
-    try:
-        from core.pipeline import index
-    except ModuleNotFoundError as exc:
-        if exc.name != "core.pipeline.index":
-            raise
-        return None
+    """core.pipeline.index, which owns the vector store; lazy, as Chroma is heavy to import. Tests replace
+    this with None to draw a map straight from the audio, apart from the store."""
+    from core.pipeline import index
     return index
 
 
@@ -111,7 +107,7 @@ def clip_embeddings(ws: "Workspace", embedder: "Embedder", clip_ids: Sequence[in
                     progress: Progress | None = None,
                     cancel: threading.Event | None = None) -> tuple[list[int], np.ndarray]:
     """Audio embeddings of the workspace's clips under `embedder`: read from the index (core.pipeline.index),
-    which embeds what it lacks first; straight from the audio when there is no index module."""
+    which embeds what it lacks first; straight from the audio when `_index_module` gives none."""
     index = _index_module()
     if index is None:
         return embed_clips(ws, embedder, clip_ids)
@@ -129,7 +125,7 @@ def clip_embeddings(ws: "Workspace", embedder: "Embedder", clip_ids: Sequence[in
 
 def embed_clips(ws: "Workspace", embedder: "Embedder", clip_ids: Sequence[int] | None = None,
                 batch: int = 32) -> tuple[list[int], np.ndarray]:
-    """Embed clips straight from their audio (no index): the fallback when no store is there."""
+    """Embed clips straight from their audio, without the index."""
     ids = list(clip_ids) if clip_ids is not None else ws.catalog.clip_ids()
     parts = [embedder.embed_audio([ws.load_clip(int(c)) for c in ids[i:i + batch]]) for i in range(0, len(ids), batch)]
     dim = int(getattr(embedder, "dim", 0) or 0)

@@ -111,11 +111,8 @@ def disagreement_scores(ws, clip_ids: Sequence[int], embedder, *, batch_size: in
 
 
 def _indexed_audio(ws, ids: Sequence[int], embedder, progress, cancel) -> dict[int, np.ndarray]:
-    """Audio vectors read back from the Chroma index; {} when the index is not there or not reachable."""
-    try:
-        from core.pipeline import index
-    except ImportError:
-        return {}
+    """Audio vectors read back from the Chroma index; {} when the index is not reachable."""
+    from core.pipeline import index     # lazy: Chroma is heavy to import
     try:
         index.sync(ws, embedder, clip_ids=list(ids), captions=False, cancel=cancel,
                    progress=(lambda done, total, _: progress(done, total)) if progress else None)

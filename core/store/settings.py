@@ -55,10 +55,7 @@ class Settings:
 def resolve_device(name: str = "auto") -> str:
     if name != "auto":
         return name
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
+    import torch    # lazy: settings load without torch
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
