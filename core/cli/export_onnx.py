@@ -2,6 +2,8 @@
 
     python -m core export-onnx --model shipped|ID|PATH [--out DIR] [--opset 17] [--clips DIR]
 
+Works for every student kind: embedded (training/export_onnx.py), clap and combine (their audio and text
+towers; training/export_onnx_pretrained.py; a fusion CLAP is refused).
 Writes the files core/models/onnx_student.py reads (default: `<checkpoint>/onnx/`), then embeds real clips
 and captions with both runtimes and prints their cosine agreement. `onnx_config.json`, the file
 that makes the app serve the export, is written only when every clip and every text agrees to
@@ -33,16 +35,19 @@ def register(sub) -> None:
 def cmd_export(args) -> int:
     from core.models import onnx_student as ox
     from core.models import registry as models
-    from core.models.student import Student
     from training.export_onnx import MIN_COSINE, demo_texts, demo_waves, export
     ws = workspace_if_any(args, needed=False)     # model ids live in a workspace; never create one here
     folder = models.resolve_path(args.model, ws)
-    if models.checkpoint_kind(folder) != "embedded":     # clap / combine students: not exportable yet
-        raise ValueError(f"{args.model} is a {models.checkpoint_kind(folder)} student; ONNX export covers "
-                         "the embedded student only (the clap and combine kinds serve with PyTorch)")
-    student = Student.load(folder)
-    report = export(student, args.out or ox.export_dir(folder), opset=args.opset, waves=demo_waves(args.clips),
-                    texts=demo_texts(args.clips), min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine)
+    options = dict(opset=args.opset, waves=demo_waves(args.clips), texts=demo_texts(args.clips),
+                   min_cosine=MIN_COSINE if args.min_cosine is None else args.min_cosine)
+    kind = models.checkpoint_kind(folder)
+    if kind == "embedded":
+        from core.models.student import Student
+        report = export(Student.load(folder), args.out or ox.export_dir(folder), **options)
+    else:                                         # clap / combine: training/export_onnx_pretrained.py
+        from training.export_onnx_pretrained import export_pretrained
+        student = models.load_torch(str(folder), "cpu")
+        report = export_pretrained(student, args.out or ox.export_dir(folder), **options)
     print(report.summary())
     if args.json:
         print(json.dumps(asdict(report) | {"ok": report.ok}))

@@ -11,6 +11,11 @@
   model id, weight digest (so the search index is shared with the PyTorch model), parity numbers.
 
 The frozen front end (YAMNet log-mel + the quantised tagger, itself ONNX) is core.models.student's own.
+
+The `clap` and `combine` kinds (training/export_onnx_pretrained.py) write `audio.onnx` (the model's own
+audio input tensors → embedding), `text.onnx` (token ids + mask → embedding) and `processor/` (their
+feature extractor and tokenizer, which stay in Python); `onnx_config.json` then names the `kind` and
+OnnxPretrained serves them. `load_export` picks the class.
 """
 from __future__ import annotations
 
@@ -26,6 +31,10 @@ EXPORT_DIR, CONFIG_NAME = "onnx", "onnx_config.json"
 AUDIO_NAME, TEXT_NAME, TOKENIZER_NAME = "audio_head.onnx", "text.onnx", "tokenizer.json"
 AUDIO_INPUTS = ("logits", "mask", "mel", "mel_lengths")     # + "emb" for students that use the tagger's embeddings
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+PRETRAINED_AUDIO_NAME, PROCESSOR_DIR = "audio.onnx", "processor"
+EXPORT_FILES = {"embedded": (AUDIO_NAME, TEXT_NAME, TOKENIZER_NAME),
+                "clap": (PRETRAINED_AUDIO_NAME, TEXT_NAME, PROCESSOR_DIR),
+                "combine": (PRETRAINED_AUDIO_NAME, TEXT_NAME, PROCESSOR_DIR)}
 
 
 def export_dir(checkpoint: str | Path) -> Path:
@@ -47,10 +56,17 @@ def find_export(checkpoint: str | Path, model_id: str | None = None) -> Path | N
             model_id = json.loads((Path(checkpoint) / "config.json").read_text()).get("model_id")
         except (OSError, ValueError):
             return None
-    if meta.get("model_id") != model_id or not all((folder / n).is_file() for n in (AUDIO_NAME, TEXT_NAME,
-                                                                                       TOKENIZER_NAME)):
-        return None      # stale: exported from other weights
+    files = EXPORT_FILES.get(meta.get("kind", "embedded"), ())
+    if meta.get("model_id") != model_id or not files or not all((folder / n).exists() for n in files):
+        return None      # stale: exported from other weights (or an unknown kind)
     return folder
+
+
+def load_export(folder: str | Path, threads: int | None = None):
+    """The runtime for a verified export folder: OnnxStudent (embedded) or OnnxPretrained (clap, combine)."""
+    meta = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    cls = OnnxStudent if meta.get("kind", "embedded") == "embedded" else OnnxPretrained
+    return cls(folder, threads=threads, meta=meta)
 
 
 def session_options(threads: int | None = None):
@@ -129,3 +145,62 @@ class OnnxStudent:
 
     def __repr__(self) -> str:
         return f"OnnxStudent({self.model_id!r}, {self.folder})"
+
+
+class OnnxPretrained:
+    """core.models.embedder.Embedder over a clap / combine export (see the module docstring). Inputs are
+    built by the students' own functions (clap_student / combine_student `audio_inputs`, `text_inputs`)
+    from the saved feature extractor and tokenizer: only the networks run in onnxruntime."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None, meta: dict | None = None):
+        import onnxruntime as ort
+        from transformers import AutoFeatureExtractor, AutoTokenizer
+        self.folder = Path(folder)
+        self.meta = meta if meta is not None else json.loads((self.folder / CONFIG_NAME).read_text())
+        self.kind: str = self.meta["kind"]
+        self.model_id: str = self.meta["model_id"]
+        self.dim: int = int(self.meta["dim"])
+        self.logit_scale: float = float(self.meta.get("logit_scale", np.log(1 / 0.07)))
+        options, providers = session_options(threads), ["CPUExecutionProvider"]
+        self._audio = ort.InferenceSession(str(self.folder / PRETRAINED_AUDIO_NAME), options, providers=providers)
+        self._text = ort.InferenceSession(str(self.folder / TEXT_NAME), options, providers=providers)
+        processor = str(self.folder / PROCESSOR_DIR)
+        self.features = AutoFeatureExtractor.from_pretrained(processor, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(processor, local_files_only=True)
+        self._lock = threading.Lock()      # a fast tokenizer's padding/truncation state is per object
+
+    def digest(self) -> str:
+        """The PyTorch checkpoint's digest: the index built by either runtime serves both."""
+        return self.meta["digest"]
+
+    def audio_inputs(self, waves: Sequence[np.ndarray]) -> dict:
+        if self.kind == "clap":
+            from core.models.clap_student import audio_inputs
+            inputs = audio_inputs(self.features, waves)
+        else:
+            from core.models.combine_student import audio_inputs
+            inputs = audio_inputs(self.features, waves, float(self.meta["max_seconds"]), bool(self.meta["whisper"]))
+        return {k: inputs[k].numpy() for k in self.meta["audio_inputs"]}
+
+    def text_inputs(self, texts: Sequence[str]) -> dict:
+        with self._lock:
+            if self.kind == "clap":
+                from core.models.clap_student import text_inputs
+                out = text_inputs(self.tokenizer, texts, int(self.meta["max_tokens"]))
+            else:     # sentence-transformers' own text call (Transformer.preprocess)
+                out = self.tokenizer(list(texts), padding=True, truncation="longest_first",
+                                     max_length=int(self.meta["max_seq_length"]), return_tensors="pt")
+        return {k: np.asarray(out[k], np.int64) for k in self.meta["text_inputs"]}
+
+    def embed_audio(self, waves: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
+        return self._embed(list(waves), batch_size, self._audio, self.audio_inputs)
+
+    def embed_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self._embed(list(texts), batch_size, self._text, self.text_inputs)
+
+    def _embed(self, items: list, batch_size: int, session, inputs) -> np.ndarray:
+        out = [session.run(None, inputs(items[i:i + batch_size]))[0] for i in range(0, len(items), batch_size)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+    def __repr__(self) -> str:
+        return f"OnnxPretrained({self.kind}, {self.model_id!r}, {self.folder})"

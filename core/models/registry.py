@@ -92,9 +92,14 @@ def get_embedder(name: str = "active", ws: Workspace | None = None, device: str 
 @lru_cache(maxsize=None)
 def _load(folder: str, device: str, onnx: str | None, stamp: tuple) -> Embedder:
     """The model class the folder's kind names; `stamp` (file times) makes a rewritten checkpoint a new key."""
-    if onnx:
-        from core.models.onnx_student import OnnxStudent
-        return OnnxStudent(Path(onnx).parent)
+    if onnx:                        # OnnxStudent, or OnnxPretrained for a clap / combine export
+        from core.models.onnx_student import load_export
+        return load_export(Path(onnx).parent)
+    return load_torch(folder, device)
+
+
+def load_torch(folder: str, device: str = "cpu") -> Embedder:
+    """The PyTorch model of the class the folder's kind names (never its ONNX export)."""
     kind = checkpoint_kind(Path(folder))
     if kind == "clap":              # a fine-tuned CLAP (core.models.clap_student)
         from core.models.clap_student import ClapStudent
