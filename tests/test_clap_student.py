@@ -244,15 +244,6 @@ def test_cli_trains_a_clap_student(clap_ws, tiny_clap, capsys):
     assert clap_ws.catalog.get_model(out["model_id"]).path.endswith(out["model_id"])
 
 
-def test_onnx_export_refuses_a_clap_student_in_one_line(tiny_clap, tmp_path, capsys):
-    from core.models.clap_student import ClapStudent
-    from training.__main__ import main as training_main
-    folder = ClapStudent.load(tiny_clap).save(tmp_path / "saved")
-    assert training_main(["export-onnx", "--model", str(folder)]) == 2
-    err = capsys.readouterr().err
-    assert "is a clap student" in err and "Traceback" not in err and not (folder / "onnx").exists()
-
-
 def test_missing_model_says_what_to_download(ws, tmp_path, capsys, monkeypatch):
     from core.models.clap_student import ModelUnavailable, locate
     from core.models.registry import get_embedder
