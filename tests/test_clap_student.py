@@ -133,19 +133,100 @@ def test_clap_baseline_is_the_untrained_student(tiny_clap):
     assert model.embed_text(["a dog barks", "a siren"]).shape == (2, 16)
 
 
-def test_lora_needs_peft_or_trains_adapters(clap_ws, tiny_clap):
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="pip install peft"):
-            _train(clap_ws, tiny_clap, backbone_options={"lora_rank": 2})
-        return
-    result = _train(clap_ws, tiny_clap, backbone_options={"lora_rank": 2, "lr": 1e-3})
-    config = json.loads((result.model_path / "config.json").read_text())
+def lora_round_trip(student, tmp_path, monkeypatch, steps: int = 15) -> dict:
+    """LoRA on `student` (either kind): only adapters and the head train; a few full-batch steps lower
+    the loss and move the adapters but no tower weight; the saved folder holds merged weights without
+    adapter keys and loads through the registry with peft unavailable, embedding as the trained model
+    does. Returns the trainable-parameter counts."""
+    import sys
+
+    import torch
     from safetensors import safe_open
-    with safe_open(str(result.model_path / "model.safetensors"), "pt") as fh:
-        assert not any("lora" in k for k in fh.keys())           # merged: the folder needs no peft
-    assert config["kind"] == "clap"
+
+    from core.models.registry import clear_cache, get_embedder
+    from training.losses import make_loss
+    from training.train_clap import Collate, add_lora, towers
+    plain_trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    tower_weights = {n: p.detach().clone() for n, p in student.named_parameters() if n.startswith(towers(student))}
+    torch.manual_seed(0)
+    add_lora(student, rank=2, alpha=16.0)
+    trainable = {n: p for n, p in student.named_parameters() if p.requires_grad}
+    adapters = [n for n in trainable if "lora_" in n]
+    assert adapters and all(n.startswith(towers(student)) for n in adapters)
+    assert all(("lora_" in n) != (not n.startswith(towers(student))) for n in trainable)   # adapters or head
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in adapters} <= {"query", "key", "value", "q_proj",
+                                                                           "k_proj", "v_proj"}
+    items = [{"wave": tone(1.0 + i / 4, 300 * (i + 1)), "caption": c, "weight": 1.0, "seed": i}
+             for i, c in enumerate(CAPTIONS[:4])]
+    batch = Collate(student)(items)["inputs"]
+    loss_fn = make_loss("infonce", distill=1.0)
+
+    def loss() -> float:
+        student.eval()
+        with torch.no_grad():
+            return float(loss_fn(*student(**batch)))
+
+    start = loss()
+    optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
+    student.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_fn(*student(**batch)).backward()
+        optimizer.step()
+    assert loss() < 0.9 * start
+    assert all(trainable[n].abs().sum() > 0 for n in adapters if "lora_B" in n)       # B starts at zero
+    assert all(torch.equal(p, tower_weights[n.replace(".base_layer", "")])
+               for n, p in student.named_parameters() if n in tower_weights or ".base_layer." in n)
+
+    folder = student.save(tmp_path / "lora-student")
+    for weights in folder.rglob("*.safetensors"):
+        with safe_open(str(weights), "pt") as fh:
+            assert fh.keys() and not any("lora" in k or "base_layer" in k for k in fh.keys()), weights
+    monkeypatch.setitem(sys.modules, "peft", None)          # loading needs no peft
+    clear_cache()
+    reloaded = get_embedder(str(folder))
+    assert type(reloaded) is type(student) and not any("lora" in n for n, _ in reloaded.named_parameters())
+    waves = [tone(1.3, 440), tone(2.5, 1200)]
+    assert np.allclose(reloaded.embed_audio(waves), student.embed_audio(waves), atol=1e-5)
+    assert np.allclose(reloaded.embed_text(CAPTIONS), student.embed_text(CAPTIONS), atol=1e-5)
+    return {"plain": plain_trainable, "lora": sum(p.numel() for p in trainable.values()),
+            "adapters": sum(trainable[n].numel() for n in adapters)}
+
+
+def test_lora_trains_adapters_and_saves_them_merged(tiny_clap, tmp_path, monkeypatch):
+    from core.models.clap_student import ClapStudent
+    counts = lora_round_trip(ClapStudent.load(tiny_clap), tmp_path, monkeypatch)
+    assert counts == {"plain": 10_213, "lora": 1_570, "adapters": 480}     # rank 2 on the tiny model
+
+
+def test_lora_run_leaves_frozen_layers_and_their_adapters_alone(clap_ws, tiny_clap):
+    """`--lora-rank` through a training run: frozen layers get no trained adapters (the audio tower
+    comes back bit for bit), the text tower's adapters are merged into its attention weights."""
+    from core.models.clap_student import ClapStudent
+    result = _train(clap_ws, tiny_clap, backbone_options={"lora_rank": 2, "freeze_audio_layers": -1, "lr": 1e-2,
+                                                          "lora_alpha": 32.0})
+    assert result.status == "finished"
+    before, after = ClapStudent.load(tiny_clap).model.state_dict(), ClapStudent.load(result.model_path).model.state_dict()
+    assert before.keys() == after.keys()
+    same = {k for k in before if torch_equal(before[k], after[k])}
+    assert all(k in same for k in before if k.startswith("audio_model."))
+    assert "text_model.encoder.layer.0.attention.self.query.weight" not in same
+    assert "text_model.encoder.layer.0.attention.output.dense.weight" in same            # not adapted
+    assert "audio_projection.linear1.weight" not in same
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def test_lora_without_peft_says_what_to_install(tiny_clap, monkeypatch):
+    import sys
+
+    from core.models.clap_student import ClapStudent
+    from training.train_clap import add_lora
+    monkeypatch.setitem(sys.modules, "peft", None)          # as if peft were not installed
+    with pytest.raises(RuntimeError, match="pip install peft"):
+        add_lora(ClapStudent.load(tiny_clap), 2, 16.0)
 
 
 @pytest.mark.parametrize("size", ["tiny", "real"])

@@ -90,6 +90,30 @@ def test_parameters_without_gradient_are_frozen_before_ddp(parts, tiny_clap):  #
     assert not clap.model.logit_scale_t.requires_grad and clap.model.logit_scale_a.requires_grad
 
 
+def test_lora_adapts_both_towers_and_saves_them_merged(parts, tmp_path, monkeypatch):
+    """LoRA on wav2vec2's q/k/v_proj and the sentence model's BERT query/key/value (see
+    test_clap_student.lora_round_trip for what is checked)."""
+    from core.models.combine_student import CombineStudent
+    from tests.test_clap_student import lora_round_trip
+    counts = lora_round_trip(CombineStudent.from_sources(str(parts[0]), str(parts[1])), tmp_path, monkeypatch)
+    assert counts == {"plain": 15_473, "lora": 1_153, "adapters": 576}     # rank 2 on the tiny towers
+
+
+def test_learning_rates_go_by_place_not_name(parts):
+    """The towers' parameters (wav2vec2's q_proj and its adapters included) get --clap-lr, the head --head-lr."""
+    from core.models.combine_student import CombineStudent
+    from training.train_clap import ClapOptions, add_lora, param_groups
+    student = CombineStudent.from_sources(str(parts[0]), str(parts[1]))
+    add_lora(student, 2, 16.0)
+    names = {id(p): n for n, p in student.named_parameters()}
+    groups = param_groups(student, ClapOptions(lr=1e-4, head_lr=1e-3), 0.01)
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3, 1e-3]
+    tower, head, scale = ([names[id(p)] for p in g["params"]] for g in groups)
+    assert all("lora_" in n for n in tower) and any(".q_proj.lora_" in n for n in tower)
+    assert sorted(head) == ["audio_proj.0.bias", "audio_proj.0.weight", "audio_proj.1.bias", "audio_proj.1.weight",
+                            "text_proj.bias", "text_proj.weight"] and scale == ["logit_scale"]
+
+
 @pytest.mark.parametrize("encoder", ["ast", "whisper"])
 def test_other_audio_encoders_embed_and_reload(parts, encoder, tmp_path):
     """AST (input_values of mel frames) and Whisper (its encoder alone, 30 s features) behind the same surface."""

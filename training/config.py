@@ -105,9 +105,10 @@ class ClapOptions:
                                       "clap/combine: bottom N audio stages stay fixed (-1: the whole tower)")
     freeze_text_layers: int = option(0, "--freeze-text-layers",
                                      "clap/combine: bottom N text layers stay fixed (-1: the whole tower)")
-    # > 0: LoRA adapters on the attention layers (needs peft) instead of fine-tuning the towers' weights
-    lora_rank: int = option(0, "--lora-rank", "clap: train LoRA adapters of this rank instead of the towers "
-                                              "(needs peft)")
+    # > 0: peft LoRA adapters on both towers' attention projections instead of fine-tuning their weights;
+    # checkpoints save them merged (plain weights)
+    lora_rank: int = option(0, "--lora-rank", "clap/combine: train LoRA adapters of this rank on the towers' "
+                                              "attention instead of their weights")
     lora_alpha: float = 16.0
     gradient_checkpointing: bool = True    # CUDA only: recompute activations to fit bigger batches
     num_workers: int = option(-1, "--workers", "clap/combine: data loader processes (-1: 4 on CUDA, 0 on CPU)")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,18 +90,39 @@ def _freeze(student, modules) -> None:
     student.train(student.training)
 
 
-def add_lora(student: ClapStudent, rank: int, alpha: float) -> None:
-    """Wrap the ClapModel with peft LoRA adapters on every attention projection; projections stay trainable."""
-    if not isinstance(student, ClapStudent):
-        raise ValueError("LoRA (--lora-rank) is offered for clap students only")
+# The towers' attention projections LoRA adapts: RoBERTa / BERT / HTSAT / AST name them query/key/value,
+# wav2vec2 / HuBERT / Whisper q_proj/k_proj/v_proj, MPNet q/k/v.
+LORA_TARGETS = ("query", "key", "value", "q_proj", "k_proj", "v_proj", "q", "k", "v")
+
+
+def towers(student) -> tuple[str, ...]:
+    """Parameter-name prefixes of the student's two pretrained towers (the rest is the trained head)."""
+    if isinstance(student, combine_student.CombineStudent):
+        return "encoder.", "text_model."
+    return "model.audio_model.", "model.text_model."
+
+
+def add_lora(student, rank: int, alpha: float) -> None:
+    """peft LoRA adapters on every attention projection of both towers, injected in place (the student
+    keeps its type and parameter names); the towers' own weights freeze, the head (projections and
+    temperature) keeps training. Checkpoints save the adapters merged (core.models.pretrained.merge_adapters)."""
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
         raise RuntimeError("LoRA needs the peft package: `pip install peft`, or train without --lora-rank") from None
+    prefixes = towers(student)
+    tower = "|".join(re.escape(p) for p in prefixes)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.05,
-                        target_modules=["query", "key", "value"],
-                        modules_to_save=["audio_projection", "text_projection"])
-    student.model = get_peft_model(student.model, config)
+                        target_modules=rf"({tower}).*\.({'|'.join(LORA_TARGETS)})")
+    head = [p for name, p in student.named_parameters() if p.requires_grad and not name.startswith(prefixes)]
+    with warnings.catch_warnings():      # peft reads transformers' deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing")
+        try:
+            inject_adapter_in_model(config, student)
+        except ValueError as exc:        # no attention projection under those names
+            raise ValueError(f"LoRA found no attention layer to adapt ({exc})") from None
+    for p in head:                       # peft froze everything but its adapters
+        p.requires_grad_(True)
 
 
 def enable_checkpointing(student) -> int:
@@ -137,17 +160,17 @@ def freeze_unused(student, batch: dict, cfg) -> list[str]:
 
 
 def param_groups(student, opts: ClapOptions, weight_decay: float) -> list[dict]:
-    towers, head, scale = [], [], []
+    tower, head, scale = [], [], []
     for name, p in student.named_parameters():
         if not p.requires_grad:
             continue
         if "logit_scale" in name:
             scale.append(p)
-        elif "_proj" in name:             # CLAP's audio/text_projection, the combined student's audio/text_proj
+        elif name.startswith(towers(student)):   # by place, not name: wav2vec2's q_proj is a tower's
+            tower.append(p)
+        else:                                  # CLAP's audio/text_projection, the combined student's audio/text_proj
             head.append(p)
-        else:
-            towers.append(p)
-    groups = [{"params": towers, "lr": opts.lr, "weight_decay": weight_decay},
+    groups = [{"params": tower, "lr": opts.lr, "weight_decay": weight_decay},
               {"params": head, "lr": opts.head_lr, "weight_decay": weight_decay},
               {"params": scale, "lr": opts.head_lr, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
@@ -276,9 +299,9 @@ def prepare_student(cfg, accelerator, run_id, ws, checkpoint: Path | None, kind:
     student = load_student(kind, source, ws, checkpoint)
     student.name = cfg.name if cfg.name != "hearsay-student" else f"hearsay-{kind}"
     student.meta["base_model"] = student.meta.get("base_model") if checkpoint else source
-    freeze_layers(student, opts.freeze_audio_layers, opts.freeze_text_layers)
-    if opts.lora_rank > 0:
+    if opts.lora_rank > 0:               # first, so frozen layers' adapters freeze with them
         add_lora(student, opts.lora_rank, opts.lora_alpha)
+    freeze_layers(student, opts.freeze_audio_layers, opts.freeze_text_layers)
     checkpointed = enable_checkpointing(student) if cuda and opts.gradient_checkpointing else 0
     student.train()
     if accelerator.is_main_process:

@@ -12,7 +12,6 @@ nothing is downloaded; a missing model raises `ModelUnavailable` saying what to 
 """
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,7 @@ from torch import nn
 from core.models.embedder import ModelUnavailable   # re-exported: the one "model missing" error
 from core.models.pretrained import (CARD_NAME, CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES,  # noqa: F401 - re-exported
                                      WEIGHTS_NAME, PretrainedStudent, card_sections, crop_waves, file_digest,
-                                     quiet_transformers, state_digest)
+                                     merge_adapters, quiet_transformers, state_digest)
 
 KIND = "clap"
 DEFAULT_REPO = "laion/clap-htsat-unfused"
@@ -211,9 +210,7 @@ class ClapStudent(PretrainedStudent):
     # -- checkpoints ---------------------------------------------------------------------------------
     def plain_model(self):
         """The ClapModel to save: LoRA adapters (peft) merged into a copy, so the folder needs no peft."""
-        if hasattr(self.model, "merge_and_unload"):
-            return copy.deepcopy(self.model).merge_and_unload()
-        return self.model
+        return merge_adapters(self.model)
 
     def _write_weights(self, tmp: Path) -> dict:
         """The Hugging Face folder (PretrainedStudent.save adds Hearsay's block to its config.json)."""

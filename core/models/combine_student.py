@@ -26,7 +26,8 @@ from torch.nn import functional as F
 from core.models.clap_student import locate
 from core.models.embedder import ModelUnavailable
 from core.models.pretrained import (CONFIG_NAME, PROCESSOR_NAME, WEIGHT_FILES, WEIGHTS_NAME, PretrainedStudent,
-                                    card_sections, crop_waves, file_digest, quiet_transformers, state_digest)
+                                    card_sections, crop_waves, file_digest, merge_adapters, quiet_transformers,
+                                    state_digest)
 
 KIND = "combine"
 MINILM = "minilm"                          # the packaged sentence encoder (core.models.text_encoder)
@@ -167,10 +168,11 @@ class CombineStudent(PretrainedStudent):
     def _write_weights(self, tmp: Path) -> dict:
         """Head, audio/ and text/ (PretrainedStudent.save writes config.json and the card)."""
         from safetensors.torch import save_file
-        save_file(self.head_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        self.encoder.save_pretrained(tmp / "audio")
+        plain = merge_adapters(self)                     # LoRA (peft) merged: the folder needs no peft
+        save_file(plain.head_state(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        plain.encoder.save_pretrained(tmp / "audio")
         self.features.save_pretrained(tmp / "audio")
-        self.text_model.save(str(tmp / "text"))
+        plain.text_model.save(str(tmp / "text"))
         h = hashlib.sha256()
         for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
             f.chmod(0o644)

@@ -5,6 +5,7 @@ Embedder surface / atomic save of `PretrainedStudent`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -66,6 +67,25 @@ def card_sections(info: dict, sections: Sequence[tuple[str, str]]) -> list[str]:
             lines += [f"## {title}"] + ([f"- {k}: {v}" for k, v in value.items()] if isinstance(value, dict)
                                         else [str(value)]) + [""]
     return lines
+
+
+def merge_adapters(module: nn.Module) -> nn.Module:
+    """`module` itself, or when training injected LoRA adapters (peft, `--lora-rank`) a copy with each
+    adapter merged into the layer it adapts: what a checkpoint saves, so loading one needs no peft."""
+    if not _adapted_layers(module):
+        return module
+    merged = copy.deepcopy(module)
+    for name, layer in _adapted_layers(merged):
+        layer.merge()
+        parent, _, child = name.rpartition(".")
+        setattr(merged.get_submodule(parent), child, layer.get_base_layer())
+    merged.__dict__.pop("peft_config", None)
+    return merged
+
+
+def _adapted_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """peft's tuner layers (duck-typed: finding none needs no peft installed)."""
+    return [(name, m) for name, m in module.named_modules() if hasattr(m, "get_base_layer") and hasattr(m, "merge")]
 
 
 class PretrainedStudent(nn.Module):
