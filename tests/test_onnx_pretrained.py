@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 import soundfile as sf
 
 from core.models import onnx_student as ox
