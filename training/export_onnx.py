@@ -1,5 +1,6 @@
 """Export a student to ONNX and prove it agrees with PyTorch: the files core/models/onnx_student.py reads,
 then real clips and captions embedded with both runtimes (`python -m core export-onnx`, core/cli/export_onnx.py).
+The clap and combine students: training/export_onnx_pretrained.py (same report, same rule).
 """
 from __future__ import annotations
 
