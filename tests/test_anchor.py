@@ -10,7 +10,7 @@ from core.pipeline.importer import import_paths
 from core.models.student import AudioFeatures, Student, StudentConfig, collate_features
 from tests.conftest import tone
 from training import data as D
-from training.anchor import Anchor
+from training.anchor import Anchor, blended, trainable_weights
 
 
 def _batch(n: int = 6, seed: int = 0) -> dict:
@@ -120,6 +120,37 @@ def test_training_with_a_weight_anchor_stays_closer_to_the_start(reviewed_ws):
 
     free, anchored = drift({}), drift({"weight_anchor": 10.0})
     assert free > 0 and anchored < 0.5 * free
+
+
+def test_blended_weights_lie_between_start_and_trained_and_are_put_back():
+    model = Student(StudentConfig(mel_branch=False, tagger_embeddings=False))
+    start = trainable_weights(model)
+    _nudge(model)
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with blended(model, start, 0.25):
+        now = dict(model.named_parameters())
+        for n in ("mlp.3.weight", "text_proj.weight"):
+            assert torch.allclose(now[n], start[n] + 0.25 * (trained[n] - start[n]), atol=1e-7)
+            assert not torch.equal(now[n], trained[n])
+    assert all(torch.equal(p, trained[n]) for n, p in model.named_parameters())
+
+
+def test_training_saves_the_weight_space_ensemble_as_best(reviewed_ws):
+    from training.train import TrainConfig, run_training
+    ws, _ = reviewed_ws
+    Student(StudentConfig(name="init", mel_branch=False, tagger_embeddings=False)).save(ws.root / "init")
+    start = Student.load(ws.root / "init").state_dict()
+    fast = {"base_model": str(ws.root / "init"), "epochs": 2, "batch_size": 4, "val_fraction": 0.0, "lr": 3e-2,
+            "prior_lr": 3e-2, "unreviewed_weight": 1.0, "warmup_steps": 1, "patience": 0}
+    for wise in (0.5, 1.0):
+        result = run_training(ws, TrainConfig.from_dict(fast | {"wise": wise}))
+        last = Student.load(result.run_dir / "last").state_dict()
+        best = Student.load(result.model_path).state_dict()
+        for k in ("mlp.3.weight", "text_proj.weight", "prior"):
+            assert not torch.equal(last[k], start[k])             # training moved it
+            assert torch.allclose(best[k], start[k] + wise * (last[k] - start[k]), atol=1e-6), (wise, k)
+        card = (result.model_path / "README.md").read_text()
+        assert ("WiSE-FT" in card) == (wise < 1)
 
 
 def test_reviewed_share_counts_clips_people_chose_a_caption_for(reviewed_ws):

@@ -173,7 +173,9 @@ def test_two_epochs_on_cpu_reduce_the_loss(captioned_ws):
     ws = captioned_ws
     Student(StudentConfig(name="init")).save(ws.root / "init")
     before = _train_loss(ws, ws.root / "init")
-    result = run_training(ws, TrainConfig.from_dict({**FAST, "base_model": str(ws.root / "init"), "epochs": 2}))
+    # wise=1: the registered weights are the trained ones (the WiSE-FT blend: tests/test_anchor.py)
+    result = run_training(ws, TrainConfig.from_dict({**FAST, "base_model": str(ws.root / "init"), "epochs": 2,
+                                                     "wise": 1.0}))
     assert result.status == "finished" and result.epochs_done == 2
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if r["kind"] == "epoch"]

@@ -10,10 +10,16 @@ student, the previous model otherwise):
   starting model gave it, a cosine distillation term weighted like the pair;
 - `weight_anchor` (weight space, L2-SP): the squared distance of the trainable weights (not
   MiniLM's) from their starting values, summed.
+
+and one after training, `blended` (WiSE-FT, Wortsman et al. 2022, "Robust fine-tuning of zero-shot
+models"): the saved model is start + wise·(trained − start), which keeps most of what training
+gained on the workspace's own sounds and most of what the starting model knew about everything else
+(benchmarks/student_bench.py leave-one-set-out; README "Review without forgetting").
 """
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 
@@ -58,3 +64,24 @@ class Anchor:
             total = total + self.weight_anchor * sum(((named[n].float() - p0.float()) ** 2).sum()
                                                      for n, p0 in self.start.items())
         return total
+
+
+def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights training will change (what `blended` interpolates from)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@contextmanager
+def blended(model: torch.nn.Module, start: dict[str, torch.Tensor], wise: float):
+    """Temporarily set each weight in `start` to start + wise·(current − start), then put it back."""
+    params = dict(model.named_parameters())
+    current = {n: params[n].detach().clone() for n in start}
+    with torch.no_grad():
+        for n, w0 in start.items():
+            params[n].copy_(torch.lerp(w0.to(current[n]), current[n], wise))
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, w in current.items():
+                params[n].copy_(w)

@@ -71,6 +71,8 @@ class TrainState:
     describe: Callable[[dict], str] = lambda row: ""               # more words for the epoch's log line
     card_training: dict = field(default_factory=dict)              # more lines for the model card
     lr_group: int = -1                                             # the param group whose lr is logged
+    start_weights: dict | None = None      # trainable weights before training (the run's, also when resumed):
+                                           # best/ saves start + cfg.wise·(trained − start) (training/anchor.py)
     # set by prepare()
     model: Any = None
     raw: Any = None
@@ -189,8 +191,16 @@ def save(state: TrainState, epoch: int, improved: bool) -> None:
     card["training"].update(state.card_training)
     save_last(state.raw, card, state.run_dir, state.optimizer, state.scheduler, epoch, state.step, state.best,
               state.bad)
-    if improved:
+    if not improved:
+        return
+    wise = getattr(state.cfg, "wise", 1.0)
+    if wise >= 1 or not state.start_weights:
         copy_dir_atomic(state.run_dir / "last", state.run_dir / "best", ignore=shutil.ignore_patterns(STATE_NAME))
+        return
+    from training.anchor import blended
+    card["training"]["weight-space ensemble (WiSE-FT)"] = f"start + {wise:g} × (trained − start)"
+    with blended(state.raw, state.start_weights, wise):
+        state.raw.save(state.run_dir / "best", card)
 
 
 def fit(state: TrainState) -> TrainResult:

@@ -29,7 +29,7 @@ from core.models import zero_shot
 from core.models.zero_shot import prompt as label_prompt   # a label as a caption says it
 from core.store.workspace import Workspace, parse_run_id
 from training import data as D
-from training.anchor import Anchor
+from training.anchor import Anchor, trainable_weights
 from training.config import TrainConfig   # the run's settings; callers import it from here too
 from training.loop import (MetricsLog, TrainResult, TrainState, broadcast, fit, load_state, prepare, say,
                            split_pairs)
@@ -175,6 +175,7 @@ def _train(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, star
 def prepare_embedded(ws, cfg, accelerator, run_id, run_dir, log, resume, should_stop, started) -> TrainState:
     """The student (a resumed run's `last/`, else the base model), its anchor, the cached tagger features of
     every pair, the loader and the loss; then loop.prepare (optimizer, schedule, resumed counters)."""
+    from accelerate.utils import set_seed
     main = accelerator.is_main_process
     saved = load_state(run_dir) if resume else None
     if main:
@@ -189,8 +190,12 @@ def prepare_embedded(ws, cfg, accelerator, run_id, run_dir, log, resume, should_
                             sources=cfg.sources or None, min_confidence=cfg.min_confidence,
                             teacher_replay=cfg.teacher_replay)
     strength = cfg.anchor * (D.reviewed_share(pairs) if cfg.anchor_follows_review else 1.0)
-    start = initial_student(cfg, ws) if saved and (strength or cfg.weight_anchor) else model
+    start = model
+    if saved and (strength or cfg.weight_anchor or cfg.wise < 1):
+        set_seed(cfg.seed)                    # the same random init the run began with
+        start = initial_student(cfg, ws)
     anchor = Anchor(start, strength, cfg.weight_anchor)       # the model training started from, not a resumed one
+    start_weights = trainable_weights(start) if cfg.wise < 1 else None
     train_pairs, val_pairs = split_pairs(cfg, pairs, main, f"; anchor {anchor.anchor:.2f}" if anchor.anchor else "")
     progress = (lambda d, t, m: say(f"{m}: {d}/{t}")) if main else None
     with accelerator.main_process_first():     # one process fills the feature cache, the rest read it
@@ -219,7 +224,8 @@ def prepare_embedded(ws, cfg, accelerator, run_id, run_dir, log, resume, should_
 
     state = TrainState(ws, cfg, accelerator, run_id, run_dir, log, should_stop, started, train_pairs, val_pairs,
                        compute_loss=compute_loss, validate=lambda raw: evaluate(raw, val_ds, loss_fn),
-                       begin_epoch=lambda epoch: train_ds.rng.seed(cfg.seed * 1000 + epoch))
+                       begin_epoch=lambda epoch: train_ds.rng.seed(cfg.seed * 1000 + epoch),
+                       start_weights=start_weights)
     prepare(state, model, loader, param_groups(model, cfg), saved)
     anchor.to(accelerator.device)
     return state

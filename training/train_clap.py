@@ -28,6 +28,7 @@ from core.models.clap_student import ClapStudent
 from core.pipeline.metrics import retrieval_report, zero_shot_accuracy
 from core.store.files import atomic_write
 from training import data as D
+from training.anchor import trainable_weights
 from training.config import ClapOptions, parse_backbone
 from training.loop import TrainState, fit, load_state, prepare, say, split_pairs
 from training.losses import make_loss
@@ -323,6 +324,11 @@ def prepare_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool,
     cuda = accelerator.device.type == "cuda"
     saved = load_state(run_dir) if resume else None
     student = prepare_student(cfg, accelerator, run_id, ws, run_dir / "last" if saved else None, kind, source, opts)
+    start_weights = None
+    if cfg.wise < 1:                     # WiSE-FT toward the pretrained model (a resumed run rebuilds it)
+        start = prepare_student(cfg, accelerator, run_id, ws, None, kind, source, opts) if saved else student
+        start_weights = trainable_weights(start)
+        del start
 
     kwargs = dict(unreviewed_weight=cfg.unreviewed_weight, import_weight=cfg.import_weight,
                   sources=cfg.sources or None, min_confidence=cfg.min_confidence)
@@ -357,7 +363,7 @@ def prepare_clap(ws, cfg, accelerator, run_id, run_dir: Path, log, resume: bool,
     state = TrainState(ws, cfg, accelerator, run_id, run_dir, log, should_stop, started, train_pairs, val_pairs,
                        compute_loss=compute_loss, validate=lambda raw: validate(raw, val_pairs, paths[n:]),
                        begin_epoch=begin_epoch, epoch_extras=lambda seen, seconds: _usage(accelerator, seen, seconds),
-                       describe=_describe_usage, lr_group=0,
+                       describe=_describe_usage, lr_group=0, start_weights=start_weights,
                        card_training={"student": f"{kind}:{source}", "learning rates": f"{opts.lr} / {opts.head_lr}",
                                       "options": {k: v for k, v in dataclasses.asdict(opts).items()}})
     return prepare(state, student, loader, param_groups(student, opts, cfg.weight_decay), saved)
