@@ -127,7 +127,8 @@ class Endpoints:
         k = _k(k)
         embedder = _embedder(self.state, model)
         try:
-            page = search.search_text(self.ws, embedder, query.strip(), k=k)
+            page = search.search_text(self.ws, embedder, query.strip(), k=k,    # ranked as the Search tab ranks
+                                      hybrid_weight=float(self.ws.settings.fusion_weight))
         except (ValueError, KeyError, index.IndexUnavailable) as exc:
             raise _bad_input(exc) from None
         root = base_url(request)

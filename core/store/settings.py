@@ -35,7 +35,9 @@ class Settings:
     chroma_host: str = "127.0.0.1"
     chroma_port: int = 8000
     seed_demo: bool = True               # import assets/demo into an empty workspace on launch
-    fusion_weight: float = 0.0           # caption share of late fusion (core/pipeline/fusion.py): search --hybrid, evaluate --fusion
+    # caption share of late fusion (core/pipeline/fusion.py): Search, the API, search --hybrid, evaluate --fusion.
+    # 0.5 from leave-one-set-out and cross-validation (README "Late fusion"); clips without a caption rank as before
+    fusion_weight: float = 0.5
     # teacher backends
     transformers_model: str = "Qwen/Qwen2-Audio-7B-Instruct"
     openai_base_url: str = "http://127.0.0.1:8000/v1"
