@@ -150,7 +150,17 @@ def protocol_cv(items, captions, work, config, k: int = 3, quiet=True) -> dict:
                    "teacher_captions": round(h["teacher_captions"] / h["clips"], 4)} for name, h in hits.items()}
 
 
-def protocol_loso(items, captions, work, config, quiet=True) -> dict:
+def pool_share(items: list[Item], share: float) -> list[Item]:
+    """A fixed `share` of the training pool, chosen by content hash (the same clips in every run; a
+    larger share holds every clip of a smaller one), for the pool-size curve."""
+    if share >= 1:
+        return items
+    def rank(it: Item) -> float:
+        return int(hashlib.sha256(f"pool:{it.sha}".encode()).hexdigest()[:8], 16) / 16 ** 8
+    return [it for it in items if rank(it) < share]
+
+
+def protocol_loso(items, captions, work, config, quiet=True, pool: float = 1.0) -> dict:
     from core.models.student import Student
     base = baseline_model(work)
     prior = Student()                  # the untrained class-name prior: what training must not lose
@@ -159,8 +169,9 @@ def protocol_loso(items, captions, work, config, quiet=True) -> dict:
         held_items = [it for it in items if it.set == held]
         held_sha = {it.sha for it in held_items}
         train = [it for it in items if it.set != held and it.sha not in held_sha]
-        train = list({it.sha: it for it in train}.values())
-        ws = build_workspace(work / f"ws-loso-{held}", train, captions, work / "features")
+        train = pool_share(list({it.sha: it for it in train}.values()), pool)
+        name = f"ws-loso-{held}" if pool >= 1 else f"ws-loso-pool{pool:g}-{held}"
+        ws = build_workspace(work / name, train, captions, work / "features")
         result = train_student(ws, config, quiet)
         model = Student.load(result.model_path)
         rows[held] = {"train_clips": len(train), "epochs": result.epochs_done,
@@ -327,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", nargs="*", default=["split", "cv", "loso"], choices=["split", "cv", "loso"])
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--pool", type=float, default=1.0, metavar="SHARE",
+                        help="loso: train on this share of the teacher-captioned pool (the pool-size curve)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one training setting of the recipe (repeatable), e.g. anchor=2")
     parser.add_argument("--ship", action="store_true", help="copy the split-protocol student into assets/student")
@@ -335,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caption-only", action="store_true", help="just fill the teacher-caption cache")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
-    if args.set and (args.ship or args.ship_from):
+    if (args.set or args.pool < 1) and (args.ship or args.ship_from):
         parser.error("--set is for experiments: a shipped student's card states SHIPPED_CONFIG")
 
     work = args.work
@@ -376,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         if "cv" in args.protocols:
             report["cv"] = protocol_cv(items, captions, work, config)
         if "loso" in args.protocols:
-            report["loso"] = protocol_loso(items, captions, work, config)
+            report["loso"] = protocol_loso(items, captions, work, config, pool=args.pool)
+            report["pool"] = args.pool
     if args.ship_from:
         report = json.loads(args.ship_from.read_text()) | {k: v for k, v in report.items() if k in ("cv", "loso")}
     if args.ship or args.ship_from:
