@@ -120,3 +120,6 @@ def test_student_bench_loso_table_puts_fused_beside_the_others():
     assert lines[1] == "| left-out set | clips | student | teacher captions | untrained prior | fused 0.3 | fused 0.5 |"
     assert "| fsdd | 540 | 50.0 | 25.0 | 12.5 | 55.0 | 60.0 |" in lines
     assert "| kitchen20 | 1070 | 60.0 | 50.0 | 40.0 | – | – |" in lines     # a report from before fusion
+    rows["fsdd"]["student"]["map10"], rows["fsdd"]["fused"]["0.5"]["map10"] = 0.125, 0.5
+    mean_ap = loso_table(rows, "map10").splitlines()
+    assert "mAP@10" in mean_ap[0] and "| fsdd | 540 | 12.5 | – | – | – | 50.0 |" in mean_ap
