@@ -50,7 +50,7 @@ from benchmarks.bench_sets import (  # noqa: E402,F401
 
 SHIPPED_CONFIG = {            # the recipe of assets/student (see README "Student")
     "base_model": "fresh", "epochs": 20, "batch_size": 128, "loss": "infonce", "distill": 1.0, "lr": 3e-4,
-    "prior_lr": 3e-4, "unreviewed_weight": 1.0, "val_fraction": 0.1, "keep": "last", "seed": 0,
+    "prior_lr": 3e-4, "unreviewed_weight": 1.0, "val_fraction": 0.1, "keep": "last", "wise": 0.75, "seed": 0,
 }
 
 
