@@ -11,12 +11,14 @@ from core.store.catalog import ClipQuery
 # Where a captioned clip's dot is on screen, from the drawn Plotly figure (axis l2p + plot offset + div position),
 # and what it should show: its clip id and its caption (customdata, see core/pipeline/map_plots._hover).
 FIRST_POINT = """(plot) => {
+  // the first captioned point that no other point covers (a click lands on whichever dot is drawn on top)
   const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis, box = plot.getBoundingClientRect();
   const dots = plot._fullData.filter((t) => t.customdata && t.mode === 'markers' && !t.name.includes('caption'));
-  const all = dots.flatMap((t) => t.customdata.map((c, i) => ({t, i, c})));
-  const {t, i, c} = all.find((d) => !String(d.c[1]).includes('no caption'));
-  return {x: box.left + xa._offset + xa.l2p(t.x[i]), y: box.top + ya._offset + ya.l2p(t.y[i]),
-          clip: String(c[0]), caption: String(c[1])};
+  const all = dots.flatMap((t) => t.customdata.map((c, i) => ({c, x: box.left + xa._offset + xa.l2p(t.x[i]),
+                                                                y: box.top + ya._offset + ya.l2p(t.y[i])})));
+  const alone = (d) => all.every((o) => o === d || Math.hypot(o.x - d.x, o.y - d.y) > 12);
+  const d = all.find((d) => !String(d.c[1]).includes('no caption') && alone(d));
+  return {x: d.x, y: d.y, clip: String(d.c[0]), caption: String(d.c[1])};
 }"""
 
 
