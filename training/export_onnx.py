@@ -85,19 +85,24 @@ class TextTower(nn.Module):
 
 
 # -- export and verify ----------------------------------------------------------------------------------
+def begin_export(student, out: str | Path, opset: int, waves: Sequence[np.ndarray] | None):
+    """What every kind's export starts with: a supported opset, the output folder with its verified mark
+    removed (invalid until verified again), the model on CPU in eval mode, and the clips to verify on."""
+    if opset < 17:
+        raise ValueError("opset must be 17 or later")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ox.CONFIG_NAME).unlink(missing_ok=True)
+    return out, student.to("cpu").eval(), list(waves if waves is not None else demo_waves())
+
+
 def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndarray] | None = None,
            texts: Sequence[str] = PROBE_TEXTS, min_cosine: float = MIN_COSINE) -> ExportReport:
     """Write the ONNX files for a loaded `core.models.student.Student`, verify them, and mark them valid."""
     from core.models.student import collate_features
     from core.models.text_encoder import minilm_path
-    if opset < 17:
-        raise ValueError("opset must be 17 or later")
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ox.CONFIG_NAME).unlink(missing_ok=True)          # invalid until verified again
-    student = student.to("cpu").eval()
-    waves = list(waves if waves is not None else demo_waves())
+    out, student, waves = begin_export(student, out, opset, waves)
 
     # audio head: traced on two real clips of different lengths, every axis dynamic
     sample = collate_features(student.features(waves[:2]))

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.models import onnx_student as ox
-from training.export_onnx import MIN_COSINE, PROBE_TEXTS, ExportReport, _cosines, _onnx_export, demo_waves
+from training.export_onnx import MIN_COSINE, PROBE_TEXTS, ExportReport, _cosines, _onnx_export, begin_export
 
 
 class Tower(nn.Module):
@@ -83,14 +83,8 @@ def export_pretrained(student, out: str | Path, *, opset: int = 17, waves: Seque
     why = refusal(student)
     if why:
         raise ValueError(f"{student.model_id} cannot be exported to ONNX: {why}")
-    if opset < 17:
-        raise ValueError("opset must be 17 or later")
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ox.CONFIG_NAME).unlink(missing_ok=True)          # invalid until verified again
-    student = student.to("cpu").eval()
-    waves = list(waves if waves is not None else demo_waves())
+    out, student, waves = begin_export(student, out, opset, waves)
     texts = list(texts)
 
     audio_names = _export_audio(student, waves, out / ox.PRETRAINED_AUDIO_NAME, opset)
