@@ -105,13 +105,18 @@ def test_teacher_replay_keeps_the_teacher_caption_of_edited_clips(reviewed_ws):
     assert edited.caption == "a beep" and edited.key == extra[0].key
 
 
+def _small_start(ws, epochs: int) -> tuple[dict, dict]:
+    """A small starting student saved in the workspace (its weights), and a fast run config from it."""
+    Student(StudentConfig(name="init", mel_branch=False, tagger_embeddings=False)).save(ws.root / "init")
+    fast = {"base_model": str(ws.root / "init"), "epochs": epochs, "batch_size": 4, "val_fraction": 0.0, "lr": 3e-2,
+            "prior_lr": 3e-2, "unreviewed_weight": 1.0, "warmup_steps": 1, "patience": 0}
+    return Student.load(ws.root / "init").state_dict(), fast
+
+
 def test_training_with_a_weight_anchor_stays_closer_to_the_start(reviewed_ws):
     from training.train import TrainConfig, run_training
     ws, _ = reviewed_ws
-    Student(StudentConfig(name="init", mel_branch=False, tagger_embeddings=False)).save(ws.root / "init")
-    start = Student.load(ws.root / "init").state_dict()
-    fast = {"base_model": str(ws.root / "init"), "epochs": 3, "batch_size": 4, "val_fraction": 0.0, "lr": 3e-2,
-            "prior_lr": 3e-2, "unreviewed_weight": 1.0, "warmup_steps": 1, "patience": 0}
+    start, fast = _small_start(ws, epochs=3)
 
     def drift(over: dict) -> float:
         path = run_training(ws, TrainConfig.from_dict(fast | over)).run_dir / "last"
@@ -138,10 +143,7 @@ def test_blended_weights_lie_between_start_and_trained_and_are_put_back():
 def test_training_saves_the_weight_space_ensemble_as_best(reviewed_ws):
     from training.train import TrainConfig, run_training
     ws, _ = reviewed_ws
-    Student(StudentConfig(name="init", mel_branch=False, tagger_embeddings=False)).save(ws.root / "init")
-    start = Student.load(ws.root / "init").state_dict()
-    fast = {"base_model": str(ws.root / "init"), "epochs": 2, "batch_size": 4, "val_fraction": 0.0, "lr": 3e-2,
-            "prior_lr": 3e-2, "unreviewed_weight": 1.0, "warmup_steps": 1, "patience": 0}
+    start, fast = _small_start(ws, epochs=2)
     for wise in (0.5, 1.0):
         result = run_training(ws, TrainConfig.from_dict(fast | {"wise": wise}))
         last = Student.load(result.run_dir / "last").state_dict()
