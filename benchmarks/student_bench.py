@@ -80,7 +80,8 @@ def score(model, items: list[Item], name: str) -> dict:
     return {"clips": r.clips, "zero_shot_acc": r.zero_shot_acc, "t2a_r10": r.t2a_r10, "map10": r.map10}
 
 
-FUSION_WEIGHTS = (0.3, 0.5)     # caption weights of the loso "fused" columns (core/pipeline/fusion.py)
+FUSION_WEIGHTS = (0.3, 0.5)     # caption weights of the loso "fused" columns (core/pipeline/fusion.py), query-adaptive
+FIXED_FUSION = 0.5              # and one fixed mix beside them, as a check on the adaptive rule
 
 
 def score_fused(model, items: list[Item], name: str, work: Path, weights=FUSION_WEIGHTS) -> dict[str, dict]:
@@ -88,9 +89,10 @@ def score_fused(model, items: list[Item], name: str, work: Path, weights=FUSION_
     from training.evaluate import TeacherCaptions, evaluate
     side = TeacherCaptions(cache_path=caption_cache(work))
     out = {}
-    for w in weights:
-        r = evaluate(model, eval_set(items, name), fusion=w, caption_side=side)
-        out[f"{w:g}"] = {"clips": r.clips, **{k: r.fused[k] for k in ("zero_shot_acc", "t2a_r10", "map10")}}
+    for w, adaptive in [(w, True) for w in weights] + [(FIXED_FUSION, False)]:
+        r = evaluate(model, eval_set(items, name), fusion=w, caption_side=side, fusion_adaptive=adaptive)
+        key = f"{w:g}" if adaptive else f"{w:g} fixed"
+        out[key] = {"clips": r.clips, **{k: r.fused[k] for k in ("zero_shot_acc", "t2a_r10", "map10")}}
     return out
 
 
@@ -324,7 +326,7 @@ def loso_table(rows: dict, metric: str = "zero_shot_acc") -> str:
     """The headline: `metric` on each left-out set (zero-shot top-1 % by default), student beside teacher
     captions, the prior and the student fused with the captions (one column per caption weight)."""
     cols = ("student", "teacher_captions", "untrained_prior")
-    weights = sorted({w for v in rows.values() for w in v.get("fused", {})}, key=float)
+    weights = sorted({w for v in rows.values() for w in v.get("fused", {})}, key=lambda w: (float(w.split()[0]), w))
     lines = ["| left-out set | clips | student | teacher captions | untrained prior |"
              + "".join(f" fused {w} |" for w in weights), "|---|---|---|---|---|" + "---|" * len(weights)]
 

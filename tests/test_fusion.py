@@ -50,6 +50,28 @@ def test_missing_captions_rank_below_every_caption_and_rows_are_independent():
     assert fusion.in_units_of(fusion.fuse([0.1, 0.3], [0.9, 0.0], 0.0), [0.1, 0.3]) == pytest.approx([0.1, 0.3])
 
 
+def test_adaptive_fusion_lets_the_confident_side_lead_each_row():
+    # 20 candidates. Row 0: a caption that names one candidate outright (one clear peak: a quoted
+    # spoken digit) where the audio model spreads its scores evenly and ranks that candidate low;
+    # row 1: the reverse, a peaked audio side beside a vague caption side
+    even = np.linspace(0.2, 0.4, 20)
+    named = np.full(20, 0.1)
+    named[3] = 0.9
+    audio, caption = np.stack([even, named]), np.stack([named, even])
+    fixed_caption_light = fusion.fuse(audio, caption, 0.3, adaptive=False)
+    assert fixed_caption_light == pytest.approx(0.7 * fusion.zscore(audio) + 0.3 * fusion.zscore(caption))
+    assert np.argmax(fixed_caption_light[0]) == 19                     # a fixed mix follows the even spread
+    assert np.argmax(fusion.fuse(audio, caption, 0.3)[0]) == 3          # adaptive: the confident caption leads
+    assert np.argmax(fusion.fuse(audio, caption, 0.7, adaptive=False)[1]) == 19
+    assert np.argmax(fusion.fuse(audio, caption, 0.7)[1]) == 3          # and the confident audio, the other way
+    # the weight still counts: at a caption share of 0.05 the even audio spread decides row 0 again
+    assert np.argmax(fusion.fuse(audio, caption, 0.05)[0]) == 19
+    # a row where no clip has a caption (constant caption side) ranks by audio alone, at any weight
+    for w in (0.3, 0.5, 0.9):
+        assert fusion.fuse(even, np.full(20, np.nan), w) == pytest.approx(fusion.zscore(even))
+    assert list(fusion.fuse(np.ones(3), np.ones(3), 0.5)) == [0.0, 0.0, 0.0]     # both flat: all tie
+
+
 class FakeCaptions:
     """Caption side of the test: the clip's caption names the band its *label* says (g: "high")."""
 
@@ -113,13 +135,15 @@ def test_student_bench_loso_table_puts_fused_beside_the_others():
     from benchmarks.student_bench import loso_table
     rows = {"fsdd": {"student": {"clips": 540, "zero_shot_acc": 0.5}, "teacher_captions": {"zero_shot_acc": 0.25},
                      "untrained_prior": {"zero_shot_acc": 0.125},
-                     "fused": {"0.3": {"zero_shot_acc": 0.55}, "0.5": {"zero_shot_acc": 0.6}}},
+                     "fused": {"0.5 fixed": {"zero_shot_acc": 0.45}, "0.3": {"zero_shot_acc": 0.55},
+                               "0.5": {"zero_shot_acc": 0.6}}},
             "kitchen20": {"student": {"clips": 1070, "zero_shot_acc": 0.6}, "teacher_captions": {"zero_shot_acc": 0.5},
                           "untrained_prior": {"zero_shot_acc": 0.4}}}
     lines = loso_table(rows).splitlines()
-    assert lines[1] == "| left-out set | clips | student | teacher captions | untrained prior | fused 0.3 | fused 0.5 |"
-    assert "| fsdd | 540 | 50.0 | 25.0 | 12.5 | 55.0 | 60.0 |" in lines
-    assert "| kitchen20 | 1070 | 60.0 | 50.0 | 40.0 | – | – |" in lines     # a report from before fusion
+    assert lines[1] == ("| left-out set | clips | student | teacher captions | untrained prior | fused 0.3 | fused 0.5 "
+                        "| fused 0.5 fixed |")
+    assert "| fsdd | 540 | 50.0 | 25.0 | 12.5 | 55.0 | 60.0 | 45.0 |" in lines
+    assert "| kitchen20 | 1070 | 60.0 | 50.0 | 40.0 | – | – | – |" in lines     # a report from before fusion
     rows["fsdd"]["student"]["map10"], rows["fsdd"]["fused"]["0.5"]["map10"] = 0.125, 0.5
     mean_ap = loso_table(rows, "map10").splitlines()
-    assert "mAP@10" in mean_ap[0] and "| fsdd | 540 | 12.5 | – | – | – | 50.0 |" in mean_ap
+    assert "mAP@10" in mean_ap[0] and "| fsdd | 540 | 12.5 | – | – | – | 50.0 | – |" in mean_ap

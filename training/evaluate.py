@@ -318,7 +318,7 @@ def _score_metrics(zs: np.ndarray | None, truth: Sequence[int], t2a: np.ndarray 
 
 def _fusion_report(model: Embedder, side, items: Sequence[EvalItem], emb: np.ndarray, weight: float,
                    classes: Sequence[str], with_label: Sequence[int], truth: Sequence[int],
-                   templates: Sequence[str]) -> tuple[dict, dict]:
+                   templates: Sequence[str], adaptive: bool = True) -> tuple[dict, dict]:
     """(captions-alone metrics, fused metrics): the student's and the captions' score matrices fused
     per row by core.pipeline.fusion.fuse (a clip over class prompts; a text query over clips; a clip over texts)."""
     from core.pipeline import fusion
@@ -332,7 +332,8 @@ def _fusion_report(model: Embedder, side, items: Sequence[EvalItem], emb: np.nda
     t2a_a = np.asarray(model.embed_text(queries), np.float64) @ emb.T.astype(np.float64)
     t2a_c = np.asarray(side.embed_text(queries), np.float64) @ cap_emb.T
     t2a_c[:, ~has] = np.nan
-    fuse = fusion.fuse
+    def fuse(a, c, w):
+        return fusion.fuse(a, c, w, adaptive=adaptive)
     captions = _score_metrics(None if zs_c is None else fuse(zs_a, zs_c, 1.0), truth,
                               fuse(t2a_a, t2a_c, 1.0), fuse(t2a_a.T, t2a_c.T, 1.0), relevant)
     fused = _score_metrics(None if zs_a is None else fuse(zs_a, zs_c, weight), truth,
@@ -343,12 +344,13 @@ def _fusion_report(model: Embedder, side, items: Sequence[EvalItem], emb: np.nda
 def evaluate(model: Embedder, data: EvalSet | str | Path, *, name: str | None = None,
              templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 32,
              progress: Progress | None = None, cancel: threading.Event | None = None,
-             fusion: float | None = None, caption_side=None) -> EvalResult:
+             fusion: float | None = None, caption_side=None, fusion_adaptive: bool = True) -> EvalResult:
     """Every metric of one model on one labelled set.
 
     With `fusion` (0..1, the caption weight) also the teacher captions alone and the model fused with
-    them (core/pipeline/fusion.py); `caption_side` gives each clip's caption and embeds texts (default
-    TeacherCaptions: published captions of workspace clips, else the embedded teacher's)."""
+    them (core/pipeline/fusion.py, query-adaptive unless `fusion_adaptive` is False); `caption_side` gives
+    each clip's caption and embeds texts (default TeacherCaptions: published captions of workspace clips,
+    else the embedded teacher's)."""
     if fusion is not None and not 0.0 <= float(fusion) <= 1.0:
         raise ValueError(f"--fusion must be between 0 and 1, not {fusion}")
     started = time.perf_counter()
@@ -378,7 +380,7 @@ def evaluate(model: Embedder, data: EvalSet | str | Path, *, name: str | None = 
     captions, fused = {}, {}
     if fusion is not None and items:
         captions, fused = _fusion_report(model, caption_side or TeacherCaptions(), items, emb, float(fusion),
-                                         classes, with_label, truth, templates)
+                                         classes, with_label, truth, templates, fusion_adaptive)
     return EvalResult(
         model=name or getattr(model, "model_id", type(model).__name__), data=data.name, clips=len(items),
         **{k: _round(v) for k, v in result.items()}, seconds=round(time.perf_counter() - started, 2),

@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--details", metavar="FILE", help="also write the full report (per-class, confusion) as JSON")
     p.add_argument("--fusion", nargs="?", type=float, const=-1.0, metavar="W",
                    help="also score the teacher's captions alone and the model fused with them, z-scored per "
-                        "query, W (0..1) the captions' weight (bare --fusion: setting fusion_weight). Captions: "
+                        "query and query-adaptive, W (0..1) the captions' weight (bare --fusion: setting fusion_weight). Captions: "
                         "published ones for --data workspace, else the embedded teacher's (cached in the workspace)")
 
 
@@ -94,7 +94,7 @@ def format_report(result) -> str:
                                                               for k in (1, 5, 10)))
     lines.append(f"mAP@10 (t2a)        {_pct(result.map10)}")
     if result.fusion is not None:
-        lines += ["", f"late fusion, caption weight {result.fusion:g} (z-scored per query):",
+        lines += ["", f"late fusion, caption weight {result.fusion:g} (z-scored, query-adaptive):",
                   f"{'':20}{'model':>9}{'captions':>10}{'fused':>9}"]
         for key in ("zero_shot_acc", "t2a_r1", "t2a_r5", "t2a_r10", "a2t_r1", "a2t_r5", "map10"):
             lines.append(f"  {key:18}{_pct(getattr(result, key)):>9}{_pct(result.captions.get(key)):>10}"

@@ -43,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("--window", nargs=2, type=float, metavar=("START", "END"),
                    help="only clips overlapping this time window of their recording (seconds)")
     p.add_argument("--hybrid", type=float, default=None,
-                   help="weight of caption-text similarity, 0..1, z-scored late fusion (default: setting fusion_weight)")
+                   help="weight of caption-text similarity, 0..1, z-scored query-adaptive late fusion "
+                        "(default: setting fusion_weight)")
     p.add_argument("--model", default="active", help="model name or id (default: the active model)")
 
 

@@ -8,6 +8,8 @@ each clip's published caption (MiniLM, the caption collection) by a weight, late
     score ∝ (1 - w) · z(model_score) + w · z(caption_score)     z-scored over the query's candidate pool;
                                                                 an uncaptioned clip's caption side ranks below every caption
 
+each side's share also scaled by its confidence in this query (its peak z; fusion.py's "query-adaptive").
+
 The fused value is shown on the model score's scale (pool mean + spread · fused z), so score bars and
 the weak-match cut-off keep their meaning; at w = 0 it is the model score itself.
 

@@ -36,7 +36,8 @@ class Settings:
     chroma_port: int = 8000
     seed_demo: bool = True               # import assets/demo into an empty workspace on launch
     # caption share of late fusion (core/pipeline/fusion.py): Search, the API, search --hybrid, evaluate --fusion.
-    # 0.5 from leave-one-set-out and cross-validation (README "Late fusion"); clips without a caption rank as before
+    # 0.5 from leave-one-set-out and cross-validation (README "Late fusion"); clips without a caption rank as before;
+    # each side's share is further scaled per query by its confidence (query-adaptive fusion)
     fusion_weight: float = 0.5
     # teacher backends
     transformers_model: str = "Qwen/Qwen2-Audio-7B-Instruct"
