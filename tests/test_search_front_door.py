@@ -44,10 +44,28 @@ def test_example_queries_are_published_tags_then_labels(tone_ws):
     cat.add_caption(draft, "draft", "annotator", annotator="bob", tags={"drafty": 0.9})
 
     queries = search_view.example_queries(ws, n=20)
-    assert queries[:3] == ["beep", "tone", "hum"]                  # most frequent published tags first
+    # most frequent published tags first, one from each AudioSet branch in turn ("beep" and "tone" are
+    # not class names, so they are offered as they are; "hum" is the class Hum, said as the teacher says it)
+    assert queries[:3] == ["beep", "a hum", "tone"]
     assert "whistle" not in queries and "drafty" not in queries     # rejected and draft captions: never
     assert sorted(queries[3:]) == ["hz1000", "hz200", "hz3000", "hz440", "hz5000"]   # then the labels
-    assert search_view.example_queries(ws, n=2) == ["beep", "tone"]
+    assert search_view.example_queries(ws, n=2) == ["beep", "a hum"]
+
+
+def test_example_queries_skip_rooms_and_silence_and_say_classes_as_sentences():
+    from types import SimpleNamespace as NS
+    tags = [{"silence": .9, "inside, small room": .8, "animal": .7, "bark": .6}] * 5 + \
+           [{"music": .9, "violin, fiddle": .8}] * 4 + [{"tearing": .9, "crumpling, crinkling": .5}] * 3 + \
+           [{"whoosh of my own": .9}] * 2
+    captions = {i: NS(tags=t) for i, t in enumerate(tags)}
+    ws = NS(catalog=NS(recordings=lambda: [NS(source="demo", meta={"label": "dog"})],
+                       published_captions=lambda: captions))
+    queries = search_view.example_queries(ws, n=20)
+    assert "silence" not in queries and not any("room" in q for q in queries)   # true of half of any set
+    # specific classes as sentences, one per AudioSet branch in turn (animal, music, material), then a
+    # second from a branch, then generic parents ("Animal", "Music") last, then labels
+    assert queries == ["a dog barking", "a violin playing", "paper tearing", "whoosh of my own",
+                       "paper crinkling", "an animal calling", "music playing", "dog"]
 
 
 def test_labels_come_in_turn_from_each_source():

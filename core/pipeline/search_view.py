@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
+from typing import NamedTuple
 from pathlib import PurePosixPath
 
 from core.pipeline import index
@@ -42,18 +44,58 @@ def clip_title(name: str, label: str | None = None, clip_id: int | None = None) 
 
 def example_queries(ws: Workspace, n: int = 8) -> list[str]:
     """Queries worth a click on this workspace: the most frequent tags of the published captions
-    (what anyone may read), then the most frequent recording labels; distinct, at most `n`."""
+    (what anyone may read), then the most frequent recording labels; distinct, at most `n`.
+
+    A tag that is an AudioSet class is offered as the teacher would say it ("Bark" → "a dog barking":
+    a sentence is what the models match best), specific classes before generic parents ("Animal",
+    "Music"), and never a filler or a room ("Silence", "Inside, small room": true of half the clips,
+    so they make dull demos); any other tag (an LLM teacher's own words) is offered as it is."""
     counts: Counter = Counter()
     published = getattr(ws.catalog, "published_captions", None)
     for caption in (published() if published else {}).values():
         counts.update(index.top_tags(caption.tags))
-    picked = [t for t, _ in counts.most_common()]
+    said = [q for q in map(_as_query, (tag for tag, _ in counts.most_common())) if q is not None]
+    picked = _in_turn([q for q in said if not q.generic]) + [q.text for q in said if q.generic]
     picked += _labels_across_sources(ws)
     seen: list[str] = []
     for query in picked:
         if query.lower() not in (s.lower() for s in seen):
             seen.append(query)
     return seen[:n]
+
+
+@lru_cache(maxsize=1)
+def _audioset_classes() -> dict[str, tuple[str, int]]:
+    from core.models import yamnet
+    return {name.lower(): (name, i) for i, name in enumerate(yamnet.class_names())}
+
+
+class _Query(NamedTuple):
+    text: str
+    group: str          # AudioSet branch ("animal", "music", …), "" for a tag that is not a class
+    generic: bool
+
+
+def _as_query(tag: str) -> _Query | None:
+    """How to offer one tag as a query, or None for a filler / room class (example_queries)."""
+    known = _audioset_classes().get(tag.lower())
+    if known is None:
+        return _Query(tag, "", False)
+    from core.models.teachers.vocabulary import entry
+    e = entry(*known)
+    if e.filler or e.context:
+        return None
+    return _Query(e.gerund() or tag, e.group, e.generic)
+
+
+def _in_turn(queries: list[_Query]) -> list[str]:
+    """Most frequent first, but one from each AudioSet branch in turn (a voice, an animal, a tool, an
+    instrument rather than five kinds of paper), as the labels below are taken from each source."""
+    groups: dict[str, list[str]] = {}
+    for q in queries:
+        groups.setdefault(q.group, []).append(q.text)
+    queues = list(groups.values())
+    return [queue[turn] for turn in range(max(map(len, queues), default=0)) for queue in queues if turn < len(queue)]
 
 
 def _labels_across_sources(ws: Workspace) -> list[str]:
