@@ -6,8 +6,8 @@ The port is also read from HEARSAY_PORT or GRADIO_SERVER_PORT; a busy port or a 
 cannot be written stops the app with one line that says so (exit code 1), not a traceback.
 Access (core/auth/access.py): no users configured → everyone is admin; `HEARSAY_USERS` → sign-in with
 roles; `HEARSAY_VISITOR_MODE=1` → anonymous read-only visitors, editors sign in at /login.
-On launch, an empty workspace is seeded with the demo clips and the active model's index is brought up to
-date in the background (the page opens at once; Search shows the indexing status).
+On launch, an empty workspace is seeded with the demo clips (and the embedded teacher's captions of them)
+and the active model's index is brought up to date in the background (the page opens at once; Search shows the indexing status).
 """
 from __future__ import annotations
 

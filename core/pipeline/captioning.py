@@ -18,12 +18,14 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from core.auth.access import redact
 from core.store.catalog import Caption, ClipQuery
+from core.store.files import atomic_write
 from core.pipeline.niceness import lower_this_thread, run_niced
 from core.models.teachers.base import Teacher, TeacherOutput
 from core.store.workspace import Workspace
@@ -179,6 +181,52 @@ def _kept_output(ws: Workspace, key: str) -> TeacherOutput | None:
         return TeacherOutput(**json.loads(raw))
     except (TypeError, ValueError):
         return None
+
+
+def write_outputs(ws: Workspace, clip_ids: Sequence[int], path) -> int:
+    """Write the kept teacher outputs of `clip_ids` as JSON lines {"key", "output"} (for `restore_outputs`:
+    the bundled demo's captions, scripts/demo_captions.py); returns how many."""
+    lines = []
+    for clip_id in clip_ids:
+        for cap in ws.catalog.captions(clip_id):
+            kept = _kept_output(ws, cap.cache_key) if cap.cache_key else None
+            if cap.origin == "teacher" and kept is not None:
+                lines.append(json.dumps({"key": cap.cache_key, "output": kept.__dict__}, ensure_ascii=False,
+                                        sort_keys=True))
+                break
+    with atomic_write(Path(path)) as tmp:
+        tmp.write_text("".join(line + "\n" for line in sorted(lines)), encoding="utf-8")
+    return len(lines)
+
+
+def read_outputs(path) -> dict[str, TeacherOutput]:
+    """`write_outputs`' file → {cache key: output}; a line that does not parse is left out."""
+    out: dict[str, TeacherOutput] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            output = TeacherOutput(**{k: v for k, v in row["output"].items() if k != "extra"})
+            if isinstance(row["key"], str) and "|" in row["key"] and isinstance(output.caption, str):
+                out[row["key"]] = output
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return out
+
+
+def restore_outputs(ws: Workspace, outputs: dict[str, TeacherOutput]) -> int:
+    """Store kept teacher outputs as the captions of the audio windows they were made for (a cache key
+    starts with the clip's content key), on clips that have no caption yet; returns how many.
+
+    The caption keeps its provenance (teacher, model, prompt, cache key), so running the same teacher
+    later counts these clips as done, and another teacher or prompt adds a version as usual."""
+    by_window = {key.split("|", 1)[0]: (key, out) for key, out in outputs.items()}
+    restored = 0
+    for clip_id in ws.catalog.uncaptioned_clip_ids():
+        found = by_window.get(ws.clip_key(ws.catalog.get_clip(clip_id)))
+        if found is not None:
+            _store(ws, clip_id, found[0], found[1])
+            restored += 1
+    return restored
 
 
 def _store(ws: Workspace, clip_id: int, key: str, out: TeacherOutput, keep: bool = True) -> Caption:

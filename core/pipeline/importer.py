@@ -319,11 +319,20 @@ def delete_clips(ws: Workspace, clip_ids: list[int]) -> int:
     return len(clip_ids)
 
 
+DEMO_CAPTIONS = "teacher_captions.jsonl"     # the embedded teacher's captions of the demo (scripts/demo_captions.py)
+
+
 def seed_demo(ws: Workspace, demo_dir: Path | None = None, progress: Progress | None = None) -> ImportReport | None:
-    """Import the bundled demo clips into an empty workspace (first launch)."""
+    """Import the bundled demo clips into an empty workspace (first launch), with the embedded teacher's
+    captions of them, pending review: search then fuses captions from the first query (visitors can not
+    run a teacher), and Review has work to show. Running the same teacher later finds them done."""
     from core.store.settings import ASSETS
     demo_dir = demo_dir or ASSETS / "demo"
     if ws.catalog.stats().recordings or not demo_dir.is_dir():
         return None
-    return import_paths(ws, [demo_dir], progress=progress)
+    report = import_paths(ws, [demo_dir], progress=progress)
+    if (demo_dir / DEMO_CAPTIONS).is_file():
+        from core.pipeline import captioning
+        captioning.restore_outputs(ws, captioning.read_outputs(demo_dir / DEMO_CAPTIONS))
+    return report
 
