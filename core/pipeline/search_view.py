@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import lru_cache
+from itertools import zip_longest
 from typing import NamedTuple
 from pathlib import PurePosixPath
 
@@ -44,7 +45,7 @@ def clip_title(name: str, label: str | None = None, clip_id: int | None = None) 
 
 def example_queries(ws: Workspace, n: int = 8) -> list[str]:
     """Queries worth a click on this workspace: the most frequent tags of the published captions
-    (what anyone may read), then the most frequent recording labels; distinct, at most `n`.
+    (what anyone may read) and the most frequent recording labels, in turn; distinct, at most `n`.
 
     A tag that is an AudioSet class is offered as the teacher would say it ("Bark" → "a dog barking":
     a sentence is what the models match best), specific classes before generic parents ("Animal",
@@ -55,8 +56,10 @@ def example_queries(ws: Workspace, n: int = 8) -> list[str]:
     for caption in (published() if published else {}).values():
         counts.update(index.top_tags(caption.tags))
     said = [q for q in map(_as_query, (tag for tag, _ in counts.most_common())) if q is not None]
-    picked = _in_turn([q for q in said if not q.generic]) + [q.text for q in said if q.generic]
-    picked += _labels_across_sources(ws)
+    specific, generic = _in_turn([q for q in said if not q.generic]), [q.text for q in said if q.generic]
+    labels = _labels_across_sources(ws)
+    # a specific tag and a label in turn: the teacher's words beside the names people gave the sounds
+    picked = [q for pair in zip_longest(specific, labels) for q in pair if q is not None] + generic
     seen: list[str] = []
     for query in picked:
         if query.lower() not in (s.lower() for s in seen):
