@@ -84,7 +84,8 @@ class Scorer:
         feats = []
         for i in range(0, len(items), 32):
             waves = [audio.decode(it.path)[0] for it in items[i:i + 32]]
-            feats += extract_features(waves, cfg.patch_hop, quiet_gain=cfg.quiet_gain, embeddings=cfg.tagger_embeddings)
+            feats += extract_features(waves, cfg.patch_hop, quiet_gain=cfg.quiet_gain, embeddings=cfg.tagger_embeddings,
+                                      words=cfg.words)
         self.batches = [collate_features(feats[i:i + 64]) for i in range(0, len(feats), 64)]
         self._student = Student
 

@@ -73,6 +73,18 @@ def test_export_agrees_with_pytorch_on_real_clips(exported):
     assert text.min() >= 0.999, text
 
 
+def test_export_hears_the_words_of_speech_too(exported, shared_data):
+    """The words channel is part of the graph: a spoken digit (with words) and a dog (without) agree."""
+    from core.store.audio import decode
+    folder, student, _ = exported
+    assert student.config.words and json.loads((folder / "onnx" / ox.CONFIG_NAME).read_text())["words"]
+    waves = [decode(str(shared_data / "fsdd" / "audio" / "0_lucas_10.flac"))[0],
+             decode(str(shared_data / "ovos_animals" / "audio" / "dog.flac"))[0]]
+    assert np.any(student.features(waves[:1])[0].words)
+    runtime = ox.OnnxStudent(folder / "onnx")
+    assert cosines(student.embed_audio(waves), runtime.embed_audio(waves)).min() >= 0.999
+
+
 def test_the_app_serves_the_export_when_it_matches_the_weights(exported, monkeypatch):
     folder, student, _ = exported
     models.clear_cache()

@@ -164,8 +164,71 @@ def test_tagger_embeddings_come_from_the_same_pass():
 def test_checkpoints_from_before_the_gain_and_embeddings_keep_their_front_end():
     assert StudentConfig().quiet_gain is True and StudentConfig().tagger_embeddings is True
     old = StudentConfig.from_dict({"name": "old"})
-    assert old.quiet_gain is False and old.tagger_embeddings is False
+    assert old.quiet_gain is False and old.tagger_embeddings is False and old.words is False
+    assert old.generic_fade == 0.0
+    assert StudentConfig().words is True and StudentConfig().generic_fade > 0
     assert StudentConfig.from_dict(StudentConfig().to_dict()).quiet_gain is True
+
+
+def test_the_student_hears_the_words_of_speech(shared_data):
+    """The words channel: a spoken digit's transcript joins its vector, so it lands on its word among
+    the ten digits; a sound without speech is left exactly as the sound-only student embeds it."""
+    from core.store import audio
+    digit = audio.decode(shared_data / "fsdd" / "audio" / "0_lucas_10.flac")[0]
+    dog = audio.decode(shared_data / "ovos_animals" / "audio" / "dog.flac")[0]
+    listening, deaf = Student(StudentConfig(words=True)), Student(StudentConfig(words=False))
+    feats = listening.features([digit, dog])
+    assert np.abs(feats[0].words).sum() > 0 and not np.any(feats[1].words)
+    assert deaf.features([digit])[0].words is None
+    numbers = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    text = listening.embed_text([f"the sound of {n}" for n in numbers])
+    heard, sound_only = listening.embed_audio([digit, dog]), deaf.embed_audio([digit, dog])
+    assert int(np.argmax(heard[0] @ text.T)) == 0
+    assert float(heard[0] @ text[0]) > float(sound_only[0] @ text[0]) + 0.1
+    assert np.allclose(heard[1], sound_only[1], atol=1e-6)
+    # the words go through the trainable text projection: what training teaches captions, they learn too
+    with torch.no_grad():
+        listening.text_proj.weight.mul_(-1)
+    assert not np.allclose(listening.embed_audio([digit])[0], heard[0], atol=1e-3)
+
+
+def test_generic_parents_fade_once_a_specific_class_of_their_branch_is_heard():
+    """As the teacher drops "music" once a guitar is heard, the prior fades a generic parent linearly to 0
+    as the loudest specific class of its branch reaches `generic_fade`; other branches are untouched."""
+    from core.models import yamnet
+    names = yamnet.class_names()
+    music, guitar, dog = names.index("Music"), names.index("Guitar"), names.index("Dog")
+    animal = names.index("Animal")
+    model = Student(StudentConfig(generic_fade=0.1, tagger_embeddings=False))   # the prior alone
+    pooled = torch.zeros(3, 521)
+    pooled[:, music] = 0.95
+    pooled[:, animal] = 0.6
+    pooled[0, guitar], pooled[1, guitar], pooled[2, guitar] = 0.0, 0.05, 0.15
+    share = model.generic_share(pooled)
+    assert torch.allclose(share[:, music], torch.tensor([1.0, 0.5, 0.0]))
+    assert torch.all(share[:, animal] == 1.0) and torch.all(share[:, guitar] == 1.0)    # no dog heard
+    assert torch.all(Student(StudentConfig(generic_fade=0.0)).generic_share(pooled) == 1.0)
+    # end to end: a clip scored "Music 0.95, Guitar 0.15" reads far more as a guitar than as a piano
+    logits = torch.logit(pooled[2:].clamp(1e-4, 1 - 1e-4)).unsqueeze(1)
+    plain = Student(StudentConfig(generic_fade=0.0, tagger_embeddings=False))
+    text = model.embed_text(["the sound of guitar", "the sound of piano"])
+    faded, kept = (m.forward_audio(logits).detach().numpy()[0] @ text.T for m in (model, plain))
+    assert faded[0] - faded[1] > kept[0] - kept[1] + 0.1
+    assert dog not in torch.nonzero(share[0] < 1).flatten().tolist()
+
+
+def test_words_survive_the_feature_cache(tmp_path, shared_data):
+    from core.store import audio
+    from training.data import FeatureCache
+    digit = audio.decode(shared_data / "fsdd" / "audio" / "0_lucas_10.flac")[0]
+    f = extract_features([digit], words=True)[0]
+    cache = FeatureCache(tmp_path)
+    cache.save("k", f)
+    back = cache.load("k")
+    assert back.words is not None and np.allclose(back.words, f.words)
+    plain = extract_features([digit])[0]
+    cache.save("p", plain)
+    assert cache.load("p").words is None
 
 
 # -- core.models.registry -------------------------------------------------------------------------------------------

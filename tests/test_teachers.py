@@ -131,9 +131,10 @@ def test_embedded_captions_real_animals(embedded, shared_data):
     assert embedded.caption(waves[:1])[0].caption == outs[0].caption          # same clip, same words
 
 
-def test_embedded_runs_whisper_only_where_speech_is_likely(embedded, shared_data, monkeypatch):
+def test_embedded_runs_whisper_only_where_speech_is_likely(embedded, shared_data, monkeypatch, tmp_path):
     from core.store import audio
     from core.models.teachers import speech
+    monkeypatch.setenv("HEARSAY_CACHE", str(tmp_path))        # an empty transcript cache: Whisper must run
     calls = []
 
     class FakeWhisper:
@@ -147,6 +148,35 @@ def test_embedded_runs_whisper_only_where_speech_is_likely(embedded, shared_data
     outs = embedded.caption([dog, digit, tone(2.0)])
     assert calls == [len(digit)]
     assert '"seven"' in outs[1].caption and outs[1].extra["transcript"] == "seven"
+
+
+def test_transcripts_are_cached_by_content(shared_data, monkeypatch, tmp_path):
+    """The teacher and the student both listen to a speech clip: Whisper hears it once, a corrupt
+    cache entry is heard again, and a different wave is a different entry."""
+    from core.store import audio
+    from core.models.teachers import speech
+    monkeypatch.setenv("HEARSAY_CACHE", str(tmp_path))
+    calls = []
+
+    class FakeWhisper:
+        def transcribe(self, wave):
+            calls.append(len(wave))
+            return speech.Transcript("seven", 0.9, 0.05) if len(wave) > 100 else None
+
+    monkeypatch.setattr(speech, "get_transcriber", lambda: FakeWhisper())
+    digit = audio.decode(shared_data / "fsdd" / "audio" / "7_jackson_0.flac")[0]
+    first = speech.cached_transcript(digit)
+    assert speech.cached_transcript(digit.copy()) == first == speech.Transcript("seven", 0.9, 0.05)
+    assert len(calls) == 1
+    assert speech.cached_transcript(digit[:50]) is None and speech.cached_transcript(digit[:50]) is None
+    assert len(calls) == 2                                     # "no words" is remembered too
+    entry, = (tmp_path / "transcripts").rglob(f"{speech.wave_key(digit)}.json")
+    entry.write_text("{not json")
+    assert speech.cached_transcript(digit) == first and len(calls) == 3
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("HEARSAY_CACHE", str(blocked))          # an unwritable cache: heard, not lost
+    assert speech.cached_transcript(digit) == first and len(calls) == 4
 
 
 def test_real_whisper_hears_a_spoken_digit(shared_data):

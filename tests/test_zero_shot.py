@@ -92,7 +92,7 @@ def test_search_evaluate_and_training_build_the_same_classifier(tmp_path, monkey
         def train(self, mode=True):
             return self
 
-        def forward_audio(self, logits, mask, mel, lengths, emb=None):
+        def forward_audio(self, logits, mask, mel, lengths, emb=None, words=None):
             return torch.from_numpy(self.embed_audio(logits.numpy()))
 
         def forward_text(self, base):

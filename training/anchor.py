@@ -55,7 +55,7 @@ class Anchor:
         if self.teacher is not None:
             with torch.no_grad():
                 before = self.teacher.forward_audio(batch["logits"], batch["mask"], batch["mel"],
-                                                    batch["mel_lengths"], batch.get("emb"))
+                                                    batch["mel_lengths"], batch.get("emb"), batch.get("words"))
             w = batch["weight"].to(audio.dtype)
             drift = 1.0 - (audio.float() * before.float()).sum(-1)
             total = total + self.anchor * (drift * w).sum() / w.sum().clamp_min(1e-8)

@@ -130,7 +130,8 @@ class FeatureCache:
             return None
         try:
             with np.load(path) as z:
-                return AudioFeatures(z["logits"], z["mel"], z["emb"] if "emb" in z else None)
+                return AudioFeatures(z["logits"], z["mel"], z["emb"] if "emb" in z else None,
+                                     z["words"] if "words" in z else None)
         except Exception:  # noqa: BLE001 - a corrupt entry is recomputed, not fatal
             return None
 
@@ -138,15 +139,17 @@ class FeatureCache:
         path = self.path(key)
         # logits stay float32 (they are the tagger's exact quantised values); the log-mel halves in size
         extra = {"emb": feats.emb.astype(np.float16)} if feats.emb is not None else {}
+        if feats.words is not None:
+            extra["words"] = feats.words.astype(np.float32)
         with atomic_write(path) as tmp:
             np.savez(tmp, logits=feats.logits.astype(np.float32), mel=feats.mel.astype(np.float16), **extra)
 
 
 def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, quiet_gain: bool = False,
-                    embeddings: bool = False, batch: int = 32, progress: Progress | None = None,
+                    embeddings: bool = False, words: bool = False, batch: int = 32, progress: Progress | None = None,
                     should_stop: Callable[[], bool] | None = None) -> list[AudioFeatures]:
     """Features for every pair's clip, computing (and caching) only the missing ones."""
-    cache = FeatureCache(ws.cache_dir / "features" / front_end_key(patch_hop, quiet_gain, embeddings))
+    cache = FeatureCache(ws.cache_dir / "features" / front_end_key(patch_hop, quiet_gain, embeddings, words))
     out: list[AudioFeatures | None] = [cache.load(p.key) for p in pairs]
     todo = [i for i, f in enumerate(out) if f is None]
     for n in range(0, len(todo), batch):
@@ -156,7 +159,8 @@ def cached_features(ws: Workspace, pairs: Sequence[Pair], patch_hop: int, *, qui
         if progress:
             progress(n, len(todo), "computing audio features")
         waves = [ws.load_clip(pairs[i].clip_id) for i in idx]
-        for i, f in zip(idx, extract_features(waves, patch_hop, quiet_gain=quiet_gain, embeddings=embeddings)):
+        for i, f in zip(idx, extract_features(waves, patch_hop, quiet_gain=quiet_gain, embeddings=embeddings,
+                                              words=words)):
             cache.save(pairs[i].key, f)
             out[i] = cache.load(pairs[i].key) or f            # exactly what a later run will load
     if progress and todo:
@@ -180,7 +184,7 @@ class Augment:
     gain_db: float = 6.0         # random gain on the branch's log-mel
 
     def __call__(self, f: AudioFeatures, rng: random.Random) -> AudioFeatures:
-        logits, mel, emb = f.logits, f.mel.astype(np.float32), f.emb
+        logits, mel, emb = f.logits, f.mel.astype(np.float32), f.emb     # the words are the whole clip's: kept
         n = len(logits)
         if n > 1 and self.crop_min < 1:
             keep = max(1, int(round(n * rng.uniform(self.crop_min, 1.0))))
@@ -199,7 +203,7 @@ class Augment:
             floor = mel.min()
             mel[t0:t0 + t] = floor
             mel[:, b0:b0 + b] = floor
-        return AudioFeatures(logits, mel, emb)
+        return AudioFeatures(logits, mel, emb, f.words)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -209,7 +213,8 @@ class PairDataset(torch.utils.data.Dataset):
                  augment: Augment | None = None, seed: int = 0):
         self.pairs, self.text_base = list(pairs), np.asarray(text_base, np.float32)
         self.feats = [AudioFeatures(np.asarray(f.logits, np.float32), np.asarray(f.mel, np.float32),
-                                    None if f.emb is None else np.asarray(f.emb, np.float32)) for f in feats]
+                                    None if f.emb is None else np.asarray(f.emb, np.float32),
+                                    None if f.words is None else np.asarray(f.words, np.float32)) for f in feats]
         self.augment = augment
         self.rng = random.Random(seed)
 

@@ -55,12 +55,13 @@ class ExportReport:
 class AudioHead(nn.Module):
     """The student's trainable audio path, after the frozen front end."""
 
-    def __init__(self, student):
+    def __init__(self, student, inputs: Sequence[str]):
         super().__init__()
-        self.student = student
+        self.student, self.inputs = student, tuple(inputs)
 
-    def forward(self, logits, mask, mel, mel_lengths, emb=None):
-        return self.student.forward_audio(logits, mask, mel, mel_lengths, emb)
+    def forward(self, *tensors):
+        # the graph's inputs by name: which optional ones it has depends on the student's config
+        return self.student.forward_audio(**dict(zip(self.inputs, tensors)))
 
 
 class TextTower(nn.Module):
@@ -108,9 +109,10 @@ def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndar
     sample = collate_features(student.features(waves[:2]))
     audio_axes = {"logits": {0: "batch", 1: "patches"}, "mask": {0: "batch", 1: "patches"},
                   "mel": {0: "batch", 1: "frames"}, "mel_lengths": {0: "batch"}, "embedding": {0: "batch"},
-                  "emb": {0: "batch", 1: "patches"}}
-    inputs = ox.AUDIO_INPUTS + (("emb",) if student.config.tagger_embeddings else ())
-    _onnx_export(AudioHead(student), tuple(sample[k] for k in inputs), out / ox.AUDIO_NAME,
+                  "emb": {0: "batch", 1: "patches"}, "words": {0: "batch"}}
+    inputs = (ox.AUDIO_INPUTS + (("emb",) if student.config.tagger_embeddings else ())
+              + (("words",) if student.config.words else ()))
+    _onnx_export(AudioHead(student, inputs), tuple(sample[k] for k in inputs), out / ox.AUDIO_NAME,
                  inputs, {k: v for k, v in audio_axes.items() if k in inputs + ("embedding",)}, opset)
 
     tower = TextTower(student).eval()
@@ -122,7 +124,8 @@ def export(student, out: str | Path, *, opset: int = 17, waves: Sequence[np.ndar
 
     meta = {"model_id": student.model_id, "digest": student.digest(), "dim": student.dim,
             "patch_hop": student.config.patch_hop, "quiet_gain": student.config.quiet_gain,
-            "tagger_embeddings": student.config.tagger_embeddings, "logit_scale": float(student.logit_scale.detach()),
+            "tagger_embeddings": student.config.tagger_embeddings, "words": student.config.words,
+            "logit_scale": float(student.logit_scale.detach()),
             "max_seq_length": tower.max_seq_length, "pad_id": 0, "pad_token": "[PAD]", "opset": opset,
             "torch": torch.__version__}
     # verify with the runtime the app will use, on real clips (in uneven batches) and varied texts

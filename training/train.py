@@ -94,7 +94,8 @@ def evaluate(model: Student, val: D.PairDataset, loss_fn, batch_size: int = 256)
         items = [val[j] for j in range(i, min(len(val), i + batch_size))]
         batch = D.collate(items)
         a = model.forward_audio(batch["logits"].to(dev), batch["mask"].to(dev), batch["mel"].to(dev),
-                                batch["mel_lengths"].to(dev), batch["emb"].to(dev) if "emb" in batch else None)
+                                batch["mel_lengths"].to(dev), batch["emb"].to(dev) if "emb" in batch else None,
+                                batch["words"].to(dev) if "words" in batch else None)
         base = model.base_text(batch["captions"]) if model.text_encoder is not None else batch["text_base"].to(dev)
         t = model.forward_text(base)
         losses.append(float(loss_fn(a, t, model.logit_scale, batch["text_base"].to(dev))) * len(items))
@@ -201,7 +202,8 @@ def prepare_embedded(ws, cfg, accelerator, run_id, run_dir, log, resume, should_
     with accelerator.main_process_first():     # one process fills the feature cache, the rest read it
         feats = D.cached_features(ws, train_pairs + val_pairs, model.config.patch_hop,
                                   quiet_gain=model.config.quiet_gain,
-                                  embeddings=model.config.tagger_embeddings, progress=progress,
+                                  embeddings=model.config.tagger_embeddings, words=model.config.words,
+                                  progress=progress,
                                   should_stop=should_stop)
     text_base = D.text_embeddings([p.caption for p in train_pairs + val_pairs])
     n = len(train_pairs)
@@ -216,7 +218,7 @@ def prepare_embedded(ws, cfg, accelerator, run_id, run_dir, log, resume, should_
     def compute_loss(state: TrainState, batch: dict) -> torch.Tensor:
         audio, text, logit_scale = state.model(batch["logits"], batch["mask"], batch["mel"], batch["mel_lengths"],
                                                text_base=batch["text_base"], captions=batch["captions"],
-                                               emb=batch.get("emb"))
+                                               emb=batch.get("emb"), words=batch.get("words"))
         loss = loss_fn(audio, text, logit_scale, batch["text_base"], batch["weight"])
         if anchor.active:
             loss = loss + anchor.loss(state.raw, batch, audio)

@@ -95,6 +95,7 @@ class OnnxStudent:
         self.patch_hop: int = int(meta["patch_hop"])
         self.quiet_gain: bool = bool(meta.get("quiet_gain", False))
         self.embeddings: bool = bool(meta.get("tagger_embeddings", False))
+        self.words: bool = bool(meta.get("words", False))
         self.logit_scale: float = float(meta.get("logit_scale", np.log(1 / 0.07)))
         options = session_options(threads)
         providers = ["CPUExecutionProvider"]
@@ -117,7 +118,7 @@ class OnnxStudent:
         for i in range(0, len(waves), batch_size):
             batch = collate_features(extract_features(waves[i:i + batch_size], self.patch_hop,
                                                                 quiet_gain=self.quiet_gain,
-                                                                embeddings=self.embeddings))
+                                                                embeddings=self.embeddings, words=self.words))
             out.append(self.audio_head({k: v.numpy() for k, v in batch.items()}))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
 
@@ -127,6 +128,8 @@ class OnnxStudent:
                 "mel": batch["mel"].astype(np.float32), "mel_lengths": batch["mel_lengths"].astype(np.int64)}
         if "emb" in batch:
             feed["emb"] = batch["emb"].astype(np.float32)
+        if self.words:
+            feed["words"] = batch["words"].astype(np.float32)
         return self._audio.run(None, feed)[0]
 
     # -- text --------------------------------------------------------------------------------------------

@@ -20,14 +20,12 @@ from core.store.settings import Settings, load_settings
 from core.models.teachers import composer
 from core.models.teachers.base import Teacher, TeacherOutput
 from core.models.teachers.descriptors import describe, voice_pitch
+from core.models.teachers.speech import cached_transcript, worth_transcribing
 
 log = logging.getLogger(__name__)
 
-SPEECH_LIKELY = 0.45          # pooled YAMNet "Speech" score above which Whisper runs
 VOICE_LIKELY = 0.3            # speech or singing: worth estimating the voice's pitch
 VOICE_CLASSES = ("Speech", "Singing", "Child speech, kid speaking", "Narration, monologue", "Conversation")
-MUSIC_CLASSES = ("Music", "Singing", "Song")
-SPEECH_CLASSES = ("Speech", "Child speech, kid speaking", "Conversation", "Narration, monologue")
 
 
 class EmbeddedTeacher(Teacher):
@@ -42,9 +40,7 @@ class EmbeddedTeacher(Teacher):
         self.model_id = "yamnet-w8a8+whisper-tiny.en" if speech else "yamnet-w8a8"
         # The "prompt" of a composed caption is the composer's version: bump it and the cache misses.
         self.prompt = composer.VERSION      # a free-text prompt means nothing to the composer: ignored
-        self._speech_idx = [self.labels.index(n) for n in SPEECH_CLASSES if n in self.labels]
         self._voice_idx = [self.labels.index(n) for n in VOICE_CLASSES if n in self.labels]
-        self._music_idx = [self.labels.index(n) for n in MUSIC_CLASSES if n in self.labels]
 
     def caption(self, waves: list[np.ndarray]) -> list[TeacherOutput]:
         outs = []
@@ -82,15 +78,10 @@ class EmbeddedTeacher(Teacher):
         return float(composer.pooled(probs[:, self._voice_idx]).max()) if self._voice_idx else 0.0
 
     def _transcribe(self, wave: np.ndarray, probs: np.ndarray):
-        if not self.use_speech or not self._speech_idx:
+        if not self.use_speech or not worth_transcribing(composer.pooled(probs), self.labels):
             return None
-        pooled = composer.pooled(probs)
-        speech = float(pooled[self._speech_idx].max())
-        if speech < SPEECH_LIKELY or speech < float(pooled[self._music_idx].max()):
-            return None                      # no speech, or singing over music: tiny.en would only guess lyrics
         try:
-            from core.models.teachers.speech import get_transcriber
-            return get_transcriber().transcribe(wave)
+            return cached_transcript(wave)
         except Exception as exc:  # noqa: BLE001 - a missing Whisper must not lose the sound caption
             log.warning("speech transcription failed: %s", exc)
             return None
