@@ -12,7 +12,7 @@ next to the untrained class-name prior. Reviewed clips are nested (the 100 are a
 drawn by the seed. Labels are used only as these simulated edits and to score.
 
 Variants test the no-forgetting options of training/anchor.py; the recipe has them on by default
-(anchor=2, teacher_replay=0.5), so compare with the unregularised training by
+(anchor=1, teacher_replay=0.5), so compare with the unregularised training by
     --variant recipe: --variant "plain:anchor=0,teacher_replay=0"
 (measured: with every clip reviewed the plain training loses ~10 points out of domain, the
 anchored one none, for ~4 points in-domain; README "Review without forgetting").

@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=float, default=1.0, metavar="SHARE",
                         help="loso: train on this share of the teacher-captioned pool (the pool-size curve)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one training setting of the recipe (repeatable), e.g. anchor=2")
+                        help="override one training setting of the recipe (repeatable), e.g. anchor=1")
     parser.add_argument("--ship", action="store_true", help="copy the split-protocol student into assets/student")
     parser.add_argument("--ship-from", type=Path, metavar="REPORT",
                         help="ship the split student of an earlier --json report (merged with this run's protocols)")
