@@ -28,6 +28,11 @@ VOICE_LIKELY = 0.3            # speech or singing: worth estimating the voice's 
 VOICE_CLASSES = ("Speech", "Singing", "Child speech, kid speaking", "Narration, monologue", "Conversation")
 
 
+def wording_seed(wave: np.ndarray) -> int:
+    """The composer's seed for a clip: same clip → same wording, different clips vary."""
+    return int.from_bytes(hashlib.blake2b(np.asarray(wave, np.float32).tobytes(), digest_size=4).digest(), "little")
+
+
 class EmbeddedTeacher(Teacher):
     name = "embedded"
     batch_size = 32
@@ -45,9 +50,7 @@ class EmbeddedTeacher(Teacher):
     def caption(self, waves: list[np.ndarray]) -> list[TeacherOutput]:
         outs = []
         for wave, scene in zip(waves, self.analyse(waves)):
-            seed = int.from_bytes(hashlib.blake2b(np.asarray(wave, np.float32).tobytes(), digest_size=4).digest(),
-                                  "little")                     # same clip → same wording, different clips vary
-            result = composer.compose(scene, seed=seed)
+            result = composer.compose(scene, seed=wording_seed(wave))
             outs.append(self.output(result.caption, tags=result.tags, confidence=result.confidence,
                                     extra={"descriptors": scene.descriptors.as_dict(),
                                            "transcript": scene.transcript.text if scene.transcript else None}))
