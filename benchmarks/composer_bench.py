@@ -147,7 +147,8 @@ def write_captions(path: Path, items: list[bs.Item], composed: dict[str, compose
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
+                        help="variants to score (default: all): " + ", ".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="20 clips per set, two variants (a smoke run)")
     parser.add_argument("--write-captions", metavar="NAME", choices=list(VARIANTS),
                         help="also write <work>/captions-NAME.jsonl for student_bench")
